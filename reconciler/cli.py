@@ -29,7 +29,7 @@ app.add_typer(registry_app, name="registry")
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
 DirOption = typer.Option(
-    Path("models.d"), "--dir", "-d", help="Directory of model files (*.toml, *.json).", show_default=True
+    Path("models.d"), "--dir", "-d", help="Directory of model files (*.toml, *.json)."
 )
 
 
