@@ -7,6 +7,7 @@ registry unreachable or refusing the key), 2 ``diff`` found pending changes.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -115,6 +116,115 @@ def _print_validation(result: source.LoadResult, problems: list[source.Problem])
         f"{status}: {result.files} file(s), {len(result.models)} valid, "
         f"{n_err} error(s), {n_warn} warning(s)"
     )
+
+
+def _default_db() -> Path:
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "reconciler" / "registry.db"
+
+
+@registry_app.command("serve")
+def registry_serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8089, "--port", min=0, max=65535, help="Port; 0 picks a free one."),
+    db: str | None = typer.Option(
+        None,
+        "--db",
+        help="SQLite file (':memory:' keeps nothing) "
+        "[default: $XDG_STATE_HOME/reconciler/registry.db]",
+    ),
+    api_key: str | None = typer.Option(
+        None,
+        "--api-key",
+        envvar="MKA1_API_KEY",
+        show_default=False,
+        help="Bearer key clients must send; generated and printed once when not given.",
+    ),
+    immutable_from: Path | None = typer.Option(
+        None, "--immutable-from", help="Serve these model files as read-only YAML-sourced entries."
+    ),
+    strict_add: bool = typer.Option(False, "--strict-add", help="Answer 409 to add over an entry."),
+    add_defaults: bool = typer.Option(
+        False, "--add-defaults", help="Store defaults and a future key the client never sent."
+    ),
+    latency_ms: float = typer.Option(0, "--latency-ms", help="Fault: added to every API call."),
+    fail_writes: float = typer.Option(0, "--fail-writes", help="Fault: share of writes -> 503."),
+    fail_next_writes: int = typer.Option(0, "--fail-next-writes", help="Fault: next N -> 503."),
+    rate_limit_next: int = typer.Option(0, "--rate-limit-next", help="Fault: next N calls -> 429."),
+    retry_after: int = typer.Option(1, "--retry-after", help="Retry-After seconds sent with 429."),
+    drop_next_writes: int = typer.Option(
+        0, "--drop-next-writes", help="Fault: store the next N writes, then drop the connection."
+    ),
+) -> None:
+    """Run a local registry that speaks the registry API, kept in SQLite. Stop with Ctrl-C."""
+    import logging
+    import secrets
+
+    from pydantic import ValidationError
+
+    from . import server
+    from .server.run import bind, serve
+
+    err = _console(stderr=True)
+    try:
+        faults = server.Faults(
+            latency_ms=latency_ms,
+            fail_writes=fail_writes,
+            fail_next_writes=fail_next_writes,
+            rate_limit_next=rate_limit_next,
+            retry_after=retry_after,
+            drop_next_writes=drop_next_writes,
+        )
+    except ValidationError as exc:
+        for e in exc.errors(include_url=False):
+            err.print(f"error: --{str(e['loc'][0]).replace('_', '-')}: {e['msg']}")
+        raise typer.Exit(EXIT_ERROR) from None
+    immutable: list[dict[str, object]] = []
+    if immutable_from is not None:
+        loaded = source.load_dir(immutable_from)
+        if not loaded.ok:
+            for p in loaded.errors:
+                err.print(f"error: {p}", markup=False)
+            raise typer.Exit(EXIT_ERROR)
+        immutable = [m.definition.to_api() for _, m in sorted(loaded.models.items())]
+    generated = not api_key
+    key = api_key or secrets.token_urlsafe(24)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr
+    )
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+    db_path = db or str(_default_db())
+    try:
+        sock = bind(host, port)
+    except OSError as exc:
+        err.print(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", markup=False)
+        raise typer.Exit(EXIT_ERROR) from None
+    store = server.Store(db_path)
+    try:
+        app = server.create_app(
+            store,
+            key,
+            strict_add=strict_add,
+            add_defaults=add_defaults,
+            faults=faults,
+            immutable=immutable,
+        )
+
+        def announce(url: str) -> None:
+            if generated:
+                # The one time a secret is printed: nobody could use the server otherwise.
+                print(f"registry API key (generated, shown only now): {key}", file=sys.stderr)
+            print(
+                f"db {db_path}: {store.count()} entries, {len(immutable)} immutable",
+                file=sys.stderr,
+            )
+            print(f"registry listening on {url}", file=sys.stderr, flush=True)
+
+        serve(app, sock, announce)
+    finally:
+        store.close()
+        sock.close()
+    print("registry stopped", file=sys.stderr)
 
 
 def main() -> None:

@@ -1,0 +1,71 @@
+"""Health probing: one real HTTP request to a model's health-check URL (or its ``baseUrl``).
+
+Which URL: a legacy ``healthCheck.url`` as is; ``mode`` preflight/periodic: ``baseUrl`` with the
+``path`` appended (not URL-joined, so ``https://h/v1`` + ``/health`` is ``https://h/v1/health``);
+``mode: off``: nothing is probed and the model counts as available; no healthCheck: ``baseUrl``.
+2xx and 3xx answers are available; anything else, or no answer, is not: ``error`` says why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+DEFAULT_TIMEOUT = 2.0
+
+
+@dataclass(frozen=True)
+class Target:
+    url: str
+    method: str = "GET"
+    timeout: float = DEFAULT_TIMEOUT
+
+
+@dataclass(frozen=True)
+class Outcome:
+    is_available: bool
+    error: str | None
+
+
+def target(definition: Mapping[str, Any], timeout: float = DEFAULT_TIMEOUT) -> Target | Outcome:
+    """Where to probe for this definition, or the outcome when there is nothing to probe."""
+    check = definition.get("healthCheck")
+    base = definition.get("baseUrl")
+    if isinstance(check, Mapping):
+        method = str(check.get("method") or "GET")
+        if check.get("timeoutMs"):
+            timeout = float(check["timeoutMs"]) / 1000
+        if "url" in check:
+            return Target(str(check["url"]), method, timeout)
+        if check.get("mode") == "off":
+            return Outcome(True, None)
+        if not base:
+            return Outcome(False, "healthCheck has a path but the model has no baseUrl")
+        path = str(check.get("path") or "")
+        return Target(str(base).rstrip("/") + "/" + path.lstrip("/"), method, timeout)
+    if not base:
+        return Outcome(False, "no healthCheck url and no baseUrl to probe")
+    return Target(str(base), "GET", timeout)
+
+
+async def probe(definition: Mapping[str, Any], timeout: float = DEFAULT_TIMEOUT) -> Outcome:
+    """Probe the model's endpoint once and say whether it answered well."""
+    where = target(definition, timeout)
+    if isinstance(where, Outcome):
+        return where
+    # trust_env=False: a proxy from the environment must not stand in for the model's endpoint.
+    async with httpx.AsyncClient(timeout=where.timeout, trust_env=False) as client:
+        try:
+            response = await client.request(where.method, where.url)
+        except httpx.TimeoutException:
+            return Outcome(False, f"timed out after {where.timeout:g} s")
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            return Outcome(
+                False, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            )
+    if 200 <= response.status_code < 400:
+        return Outcome(True, None)
+    return Outcome(False, f"HTTP {response.status_code} {response.reason_phrase}".strip())

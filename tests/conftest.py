@@ -1,0 +1,250 @@
+"""Shared fixtures: a real registry server in a subprocess, a tiny upstream for health probes,
+the CLI run as a user runs it, and a temp copy of the shipped ``models.d/``."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+API_PREFIX = "/api/v1/llm/models/registry"
+START_DEADLINE = 15.0
+
+
+def clean_env() -> dict[str, str]:
+    """The environment without any MKA1_* setting, so a developer's real key never leaks in."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("MKA1_")}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class RunningRegistry:
+    """A ``reconciler registry serve`` subprocess on a fixed loopback port and database."""
+
+    url: str
+    api_key: str
+    db: Path
+    args: list[str] = field(default_factory=list)
+    log: Path | None = None
+    process: subprocess.Popen[bytes] | None = None
+
+    def _client(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {self.api_key}"},
+            timeout=10,
+            trust_env=False,
+        )
+
+    def control(self, **settings: Any) -> dict[str, Any]:
+        """POST /_control with these settings; the new state."""
+        with self._client() as client:
+            response = client.post("/_control", json=settings)
+        response.raise_for_status()
+        return response.json()
+
+    def counts(self) -> dict[str, int]:
+        """The request counters of GET /_control."""
+        with self._client() as client:
+            response = client.get("/_control")
+        response.raise_for_status()
+        return response.json()["counts"]
+
+    def stderr(self) -> str:
+        return self.log.read_text(errors="replace") if self.log and self.log.exists() else ""
+
+    def start(self) -> None:
+        """Start the server (again) on the same port and database; wait until it answers."""
+        assert self.process is None or self.process.poll() is not None, "already running"
+        assert self.log is not None
+        with open(self.log, "ab") as log:
+            # Output goes to a file: a pipe nobody reads would block the server once it fills.
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "reconciler", "registry", "serve", *self.args],
+                stdout=log,
+                stderr=log,
+                env=clean_env(),
+                cwd=REPO,
+            )
+        deadline = time.monotonic() + START_DEADLINE
+        with self._client() as client:
+            while True:
+                if self.process.poll() is not None:
+                    pytest.fail(f"registry exited with {self.process.returncode}:\n{self.stderr()}")
+                try:
+                    client.get(API_PREFIX, timeout=1)
+                    return
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    self.kill()
+                    pytest.fail(
+                        f"registry did not answer within {START_DEADLINE}s:\n{self.stderr()}"
+                    )
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        """SIGTERM, then wait for the process to exit."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail(f"registry ignored SIGTERM:\n{self.stderr()}")
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self.process is None else self.process.poll()
+
+    def env(self) -> dict[str, str]:
+        """The environment a CLI run needs to reach this registry."""
+        return {**clean_env(), "MKA1_API_URL": self.url, "MKA1_API_KEY": self.api_key}
+
+
+@pytest.fixture
+def registry_factory(tmp_path: Path) -> Iterator[Callable[..., RunningRegistry]]:
+    """Start registries: ``registry_factory(strict_add=, add_defaults=, immutable_from=,
+    extra_args=)``; each has its own port and database, all stopped at teardown."""
+    started: list[RunningRegistry] = []
+
+    def make(
+        *,
+        strict_add: bool = False,
+        add_defaults: bool = False,
+        immutable_from: Path | None = None,
+        extra_args: tuple[str, ...] | list[str] = (),
+    ) -> RunningRegistry:
+        n = len(started)
+        port = free_port()
+        db = tmp_path / f"registry-{n}.db"
+        key = secrets.token_urlsafe(16)
+        args = ["--port", str(port), "--db", str(db), "--api-key", key]
+        if strict_add:
+            args.append("--strict-add")
+        if add_defaults:
+            args.append("--add-defaults")
+        if immutable_from is not None:
+            args += ["--immutable-from", str(immutable_from)]
+        args += list(extra_args)
+        running = RunningRegistry(
+            f"http://127.0.0.1:{port}", key, db, args, log=tmp_path / f"registry-{n}.log"
+        )
+        started.append(running)
+        running.start()
+        return running
+
+    yield make
+    for running in started:
+        try:
+            running.stop()
+        finally:
+            running.kill()
+
+
+@pytest.fixture
+def registry(registry_factory: Callable[..., RunningRegistry]) -> RunningRegistry:
+    """A fresh registry server for one test."""
+    return registry_factory()
+
+
+class Upstream:
+    """A tiny HTTP server on loopback standing in for a model's endpoint, for health probes."""
+
+    def __init__(self) -> None:
+        self.healthy = True
+        self.requests: list[tuple[str, str]] = []
+        upstream = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                upstream.requests.append((self.command, self.path))
+                status = 200 if upstream.healthy else 503
+                body = b'{"ok": true}' if upstream.healthy else b'{"ok": false}'
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            do_GET = do_HEAD = do_POST = _answer
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving; afterwards connections to ``url`` are refused."""
+        if self._thread.is_alive():
+            self._server.shutdown()
+            self._server.server_close()
+            self._thread.join(timeout=5)
+
+
+@pytest.fixture
+def upstream() -> Iterator[Upstream]:
+    server = Upstream()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run ``python -m reconciler *args`` the way a user does; captured text output."""
+
+    def run(
+        *args: str,
+        env: dict[str, str] | None = None,
+        cwd: Path | str | None = None,
+        timeout: float = 60,
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "reconciler", *args],
+            capture_output=True,
+            text=True,
+            env=clean_env() if env is None else env,
+            cwd=cwd,
+            timeout=timeout,
+        )
+
+    return run
+
+
+@pytest.fixture
+def models_dir(tmp_path: Path) -> Path:
+    """A temp copy of the repository's shipped ``models.d/``."""
+    target = tmp_path / "models.d"
+    shutil.copytree(REPO / "models.d", target)
+    return target
