@@ -180,7 +180,7 @@ async def test_unknown_routes_wrong_methods_bad_json(client: httpx.AsyncClient) 
         assert_error(await client.get(path), 404, "not_found_error")
     response = await client.put(API, json=minimal())
     assert_error(response, 405, "method_not_allowed")
-    assert response.headers["allow"] == "GET, POST"
+    assert response.headers["allow"] == "GET, HEAD, POST"
     assert_error(await client.post(item("x")), 405, "method_not_allowed")
     assert_error(await client.get(item("x") + "/health"), 405, "method_not_allowed")
     assert_error(await client.delete("/_control"), 405, "method_not_allowed")
@@ -353,3 +353,17 @@ async def test_rate_limit_and_failed_writes(client: httpx.AsyncClient) -> None:
     assert_error(await client.post(API, json=minimal()), 503, "service_unavailable")
     assert (await client.get(API)).json()["data"] == []
     assert (await client.post(API, json=minimal())).status_code == 200
+
+
+async def test_drop_is_kept_for_a_write_that_stored_nothing(client: httpx.AsyncClient) -> None:
+    await client.post("/_control", json={"drop_next_writes": 1})
+    assert_error(await client.post(API, json={"id": "x"}), 422, "validation_error")
+    assert_error(await client.delete(item("absent")), 404, "not_found_error")
+    state = (await client.get("/_control")).json()
+    assert state["faults"]["drop_next_writes"] == 1
+    assert state["counts"]["writes"] == 2
+
+
+async def test_head_on_readable_routes(client: httpx.AsyncClient) -> None:
+    assert (await client.head(API)).status_code == 200
+    assert (await client.head(item("absent"))).status_code == 404

@@ -16,6 +16,8 @@ Decisions where the API page is silent:
 - A new entry's health is ``{"is_available": true, "last_health_check": null, "error": null}``
   until the health call probes it; YAML-sourced entries have null ``created_at``/``updated_at``.
 - Health calls are counted but are not writes: faults for writes do not apply to them.
+- ``drop_next_writes`` only shows through a real server (uvicorn closes the socket); in-process,
+  ``httpx.ASGITransport`` raises on the unfinished answer instead.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote_to_bytes
 
 import anyio
 from anyio import to_thread
@@ -189,17 +191,23 @@ class Registry:
     # --- routing -------------------------------------------------------------------------------
 
     async def dispatch(self, request: Request) -> Response:
-        raw = request.scope.get("raw_path") or request.scope["path"].encode()
-        rest = raw.split(b"?", 1)[0].decode("latin-1")[len(PREFIX) :]
-        if rest and not rest.startswith("/"):
+        raw = request.scope.get("raw_path") or quote(request.scope["path"]).encode()
+        raw = raw.split(b"?", 1)[0]
+        rest = raw[len(PREFIX) :]
+        if not raw.startswith(PREFIX.encode()) or (rest and not rest.startswith(b"/")):
             raise HTTPException(404)
-        parts = [unquote(p) for p in rest.split("/")[1:]]
+        parts = [unquote_to_bytes(p).decode("utf-8", "replace") for p in rest.split(b"/")[1:]]
         if parts in ([], [""]):
-            routes = {"GET": ("list", self.list), "POST": ("add", self.add)}
+            routes = {
+                "GET": ("list", self.list),
+                "HEAD": ("list", self.list),
+                "POST": ("add", self.add),
+            }
             entry_id = None
         elif len(parts) == 1:
             routes = {
                 "GET": ("get", self.get),
+                "HEAD": ("get", self.get),
                 "PATCH": ("update", self.update),
                 "DELETE": ("remove", self.remove),
             }
@@ -234,7 +242,7 @@ class Registry:
             return error(503, "service_unavailable", "write refused (injected fault)")
         args = (request,) if entry_id is None else (request, entry_id)
         response: Response = await handler(*args)
-        if verdict == "drop" and response.status_code < 400:
+        if verdict == "drop" and response.status_code < 400 and self.control.take_drop():
             log.warning("dropping the connection after a stored %s (injected fault)", call)
             return _DroppedResponse(
                 response.body,

@@ -109,6 +109,13 @@ class Control:
         if f.fail_writes > 0 and self.rng.random() < f.fail_writes:
             return "fail"
         if f.drop_next_writes > 0:
-            f.drop_next_writes -= 1
+            # Consumed by take_drop() only once a write succeeds: a refused write stores nothing.
             return "drop"
         return "ok"
+
+    def take_drop(self) -> bool:
+        """Use up one ``drop_next_writes``, if any is left."""
+        if self.faults.drop_next_writes > 0:
+            self.faults.drop_next_writes -= 1
+            return True
+        return False

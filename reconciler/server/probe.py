@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 DEFAULT_TIMEOUT = 2.0
+MAX_TIMEOUT = 10.0  # the health call waits for the probe; a huge timeoutMs must not hang it
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ def target(definition: Mapping[str, Any], timeout: float = DEFAULT_TIMEOUT) -> T
     if isinstance(check, Mapping):
         method = str(check.get("method") or "GET")
         if check.get("timeoutMs"):
-            timeout = float(check["timeoutMs"]) / 1000
+            timeout = min(float(check["timeoutMs"]) / 1000, MAX_TIMEOUT)
         if "url" in check:
             return Target(str(check["url"]), method, timeout)
         if check.get("mode") == "off":
