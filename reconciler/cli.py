@@ -6,16 +6,21 @@ registry unreachable or refusing the key), 2 ``diff`` found pending changes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 from enum import StrEnum
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from . import source
+from .config import ConfigError, FileConfig, Settings, load_config
+from .plan import Plan, pending
 
 app = typer.Typer(
     name="reconciler",
@@ -115,6 +120,262 @@ def _print_validation(result: source.LoadResult, problems: list[source.Problem])
     out.print(
         f"{status}: {result.files} file(s), {len(result.models)} valid, "
         f"{n_err} error(s), {n_warn} warning(s)"
+    )
+
+
+# --- diff and sync ----------------------------------------------------------------------------
+
+
+class PlanOutput(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+class UpdateMethodOption(StrEnum):
+    ADD = "add"
+    PATCH = "patch"
+
+
+RegistryUrlOption = typer.Option(
+    None, "--registry-url", help="Registry base URL [env: MKA1_API_URL].", show_default=False
+)
+OnBehalfOfOption = typer.Option(
+    None,
+    "--on-behalf-of",
+    help="X-On-Behalf-Of user id [env: MKA1_ON_BEHALF_OF].",
+    show_default=False,
+)
+ConfigOption = typer.Option(
+    None, "--config", help="Config file (owns, ignore) [default: ./reconciler.toml if present]."
+)
+PruneOption = typer.Option(
+    False, "--prune", help="Delete owned live entries no file declares (needs --owns)."
+)
+OwnsOption = typer.Option(
+    None,
+    "--owns",
+    help="fnmatch pattern of ids this reconciler owns (repeatable).",
+    show_default=False,
+)
+MaxDeletesOption = typer.Option(5, "--max-deletes", help="Refuse to prune more than this.")
+ForceOption = typer.Option(False, "--force", help="Prune even beyond --max-deletes.")
+StrictOption = typer.Option(False, "--strict", help="Treat immutable conflicts as errors.")
+PlanOutputOption = typer.Option(PlanOutput.TEXT, "--output", "-o")
+ConcurrencyOption = typer.Option(4, "--concurrency", min=1, help="Writes in flight at once.")
+RpsOption = typer.Option(
+    None, "--rps", min=0.001, help="Client-side limit, requests per second.", show_default=False
+)
+TimeoutOption = typer.Option(10.0, "--timeout", min=0.001, help="Seconds per request.")
+UpdateMethodOpt = typer.Option(
+    UpdateMethodOption.ADD, "--update-method", help="add (POST, 409 falls back to PATCH) or patch."
+)
+
+
+def load_settings(err: Console) -> Settings:
+    """Environment settings, or exit 1 with one line naming the bad variable."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        err.print(f"error: MKA1_{str(first['loc'][0]).upper()}: {first['msg']}", markup=False)
+        raise typer.Exit(EXIT_ERROR) from None
+
+
+def load_file_config(err: Console, path: Path | None) -> FileConfig:
+    """The config file, or exit 1 naming every problem in it."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for line in str(exc).splitlines():
+            err.print(f"error: {line}", markup=False)
+        raise typer.Exit(EXIT_ERROR) from None
+
+
+def fail(err: Console, message: str) -> NoReturn:
+    """One line on stderr and exit 1: no traceback for a condition a user can fix."""
+    err.print(f"error: {message}", markup=False)
+    raise typer.Exit(EXIT_ERROR)
+
+
+def _reconcile(
+    *,
+    directory: Path,
+    registry_url: str | None,
+    on_behalf_of: str | None,
+    config_path: Path | None,
+    prune: bool,
+    owns: list[str] | None,
+    max_deletes: int,
+    force: bool,
+    strict: bool,
+    output: PlanOutput,
+    concurrency: int,
+    rps: float | None,
+    timeout: float,
+    update_method: UpdateMethodOption,
+    write: bool,
+) -> int:
+    """diff (write=False) and sync: load, plan, maybe apply, report; the exit code."""
+    import anyio
+
+    from . import apply as apply_mod
+    from . import reconcile, report
+    from .plan import Action, writes
+    from .registry import RegistryError
+
+    out, err = _console(), _console(stderr=True)
+    config = load_file_config(err, config_path)
+    settings = load_settings(err)
+    try:
+        prune_opts = reconcile.prune_options(
+            prune, owns or (), config, max_deletes=max_deletes, force=force
+        )
+        target = reconcile.resolve_target(
+            settings, config, registry_url=registry_url, on_behalf_of=on_behalf_of
+        )
+    except reconcile.SetupError as exc:
+        fail(err, str(exc))
+    load = source.load_dir(directory)
+    outcomes: list[apply_mod.Outcome] = []
+
+    async def run() -> Plan:
+        client = reconcile.make_client(target, timeout=timeout, rps=rps, concurrency=concurrency)
+        async with client:
+            plan = await reconcile.plan_against(
+                client, load, prune=prune_opts, ignore=config.ignore_rules()
+            )
+            todo = writes(plan)
+            if not write or not todo:
+                return plan
+            progress = _progress(out, len(todo)) if output is PlanOutput.TEXT else None
+            with progress or contextlib.nullcontext():
+                task = progress.add_task("sync", total=len(todo)) if progress else None
+
+                def advance(_: apply_mod.Outcome) -> None:
+                    if progress is not None and task is not None:
+                        progress.advance(task)
+
+                outcomes.extend(
+                    await apply_mod.apply_plan(
+                        plan,
+                        client,
+                        concurrency=concurrency,
+                        update_method=update_method.value,
+                        on_result=advance,
+                    )
+                )
+            return plan
+
+    try:
+        plan = anyio.run(run)
+    except RegistryError as exc:
+        fail(err, exc.message)
+
+    if output is PlanOutput.JSON:
+        print(json.dumps(report.plan_json(plan, load=load, outcomes=outcomes), ensure_ascii=False))
+        if plan.prune_skipped:
+            err.print(f"warning: {plan.prune_skipped}", markup=False)
+    else:
+        report.render_plan(out, plan, load=load, outcomes=outcomes)
+        if write and not outcomes and not load.errors:
+            out.print("Nothing to write." if not writes(plan) else "Dry run: nothing written.")
+    immutable = any(c.action is Action.IMMUTABLE for c in plan.changes)
+    if load.errors or any(not o.ok for o in outcomes) or (strict and immutable):
+        return EXIT_ERROR
+    if not write and pending(plan):
+        return EXIT_CHANGES
+    return EXIT_OK
+
+
+def _progress(console: Console, total: int) -> Progress | None:
+    """A progress bar for a long sync on a terminal; none when piped or for a few writes."""
+    if not console.is_terminal or total < 10:
+        return None
+    return Progress(
+        TextColumn("syncing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+
+
+@app.command()
+def diff(
+    directory: Path = DirOption,
+    registry_url: str | None = RegistryUrlOption,
+    on_behalf_of: str | None = OnBehalfOfOption,
+    config: Path | None = ConfigOption,
+    prune: bool = PruneOption,
+    owns: list[str] | None = OwnsOption,
+    max_deletes: int = MaxDeletesOption,
+    force: bool = ForceOption,
+    strict: bool = StrictOption,
+    output: PlanOutput = PlanOutputOption,
+    timeout: float = TimeoutOption,
+) -> None:
+    """Show what sync would change; changes nothing. Exit 0 in sync, 2 pending, 1 on error."""
+    raise typer.Exit(
+        _reconcile(
+            directory=directory,
+            registry_url=registry_url,
+            on_behalf_of=on_behalf_of,
+            config_path=config,
+            prune=prune,
+            owns=owns,
+            max_deletes=max_deletes,
+            force=force,
+            strict=strict,
+            output=output,
+            concurrency=4,
+            rps=None,
+            timeout=timeout,
+            update_method=UpdateMethodOption.ADD,
+            write=False,
+        )
+    )
+
+
+@app.command()
+def sync(
+    directory: Path = DirOption,
+    registry_url: str | None = RegistryUrlOption,
+    on_behalf_of: str | None = OnBehalfOfOption,
+    config: Path | None = ConfigOption,
+    prune: bool = PruneOption,
+    owns: list[str] | None = OwnsOption,
+    max_deletes: int = MaxDeletesOption,
+    force: bool = ForceOption,
+    strict: bool = StrictOption,
+    output: PlanOutput = PlanOutputOption,
+    concurrency: int = ConcurrencyOption,
+    rps: float | None = RpsOption,
+    timeout: float = TimeoutOption,
+    update_method: UpdateMethodOption = UpdateMethodOpt,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Plan and print; write nothing."),
+) -> None:
+    """Make the registry match the files. Exit 0 when every write succeeded, 1 otherwise."""
+    raise typer.Exit(
+        _reconcile(
+            directory=directory,
+            registry_url=registry_url,
+            on_behalf_of=on_behalf_of,
+            config_path=config,
+            prune=prune,
+            owns=owns,
+            max_deletes=max_deletes,
+            force=force,
+            strict=strict,
+            output=output,
+            concurrency=concurrency,
+            rps=rps,
+            timeout=timeout,
+            update_method=update_method,
+            write=not dry_run,
+        )
     )
 
 

@@ -102,7 +102,7 @@ def make_plan(
                 model_id,
                 Action.INVALID,
                 file,
-                reason=f"{file} failed validation: nothing is written for {model_id}",
+                reason="the file failed validation: nothing is written for this id",
             )
         )
 
@@ -146,7 +146,7 @@ def make_plan(
                     Action.UPDATE,
                     want.file,
                     fields=fields,
-                    reason=f"{n} field{'s' if n != 1 else ''} differ",
+                    reason="1 field differs" if n == 1 else f"{n} fields differ",
                     body=_respect_ignored(want.body, entry.definition, rules_here),
                 )
             )
@@ -331,12 +331,24 @@ def _diff_values(
 
 
 def _added(body: Mapping[str, Any], rules: Sequence[Sequence[FieldPath]]) -> Iterator[FieldChange]:
-    """A create's fields: every top-level field the file sets, as additions."""
+    """A create's fields: every leaf the file sets (objects flattened, lists whole), no ``id``."""
     paths = [p for group in rules for p in group]
-    for key in sorted(body):
-        skip = key in SERVER_MANAGED_KEYS or (paths and _ignored((key,), paths))
-        if not skip and not is_empty(body[key]):
-            yield FieldChange((key,), FieldOp.ADD, None, body[key])
+
+    def walk(node: Mapping[str, Any], path: FieldPath) -> Iterator[FieldChange]:
+        for key in sorted(node):
+            here = (*path, key)
+            value = node[key]
+            if value is None or (paths and _ignored(here, paths)):
+                continue
+            if isinstance(value, Mapping) and value:
+                yield from walk(value, here)
+            else:
+                yield FieldChange(here, FieldOp.ADD, None, value)
+
+    yield from walk({k: v for k, v in body.items() if k not in _NOT_LISTED}, ())
+
+
+_NOT_LISTED = SERVER_MANAGED_KEYS | {"id"}
 
 
 @functools.lru_cache(maxsize=1024)

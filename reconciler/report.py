@@ -1,0 +1,256 @@
+"""Render plans, results and load problems: text on a Rich console, or plain JSON-ready data.
+
+No I/O beyond printing to the :class:`~rich.console.Console` it is given. Every value goes through
+:func:`redact` first, so credentials (``auth.value``, custom-header values, also inside composite
+strategies) print as ``(redacted)`` in every format, while a changed secret still shows as changed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from .apply import Outcome
+from .plan import Action, Change, FieldChange, FieldOp, FieldPath, Plan, summary
+from .source import LoadResult, Problem
+from .spec import REDACTED, format_path, is_secret_path
+
+_SIGN = {FieldOp.ADD: "+", FieldOp.REMOVE: "-", FieldOp.CHANGE: "~"}
+_FIELD_STYLE = {FieldOp.ADD: "green", FieldOp.REMOVE: "red", FieldOp.CHANGE: "yellow"}
+_ACTION_SIGN = {
+    Action.CREATE: ("+", "green"),
+    Action.UPDATE: ("~", "yellow"),
+    Action.DELETE: ("-", "red"),
+    Action.UNCHANGED: ("=", "dim"),
+    Action.IMMUTABLE: ("!", "magenta"),
+    Action.INVALID: ("x", "red"),
+}
+
+
+# --- redaction --------------------------------------------------------------------------------
+
+
+def redact(path: FieldPath, value: Any) -> Any:
+    """``value`` (found at ``path``) with every credential inside it replaced by ``(redacted)``."""
+    if value is None:
+        return None
+    if is_secret_path(path):
+        return REDACTED
+    if not path or path[0] != "auth":
+        return value  # secrets only live under auth: skip the walk for everything else
+    if isinstance(value, Mapping):
+        return {k: redact((*path, k), v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact((*path, i), v) for i, v in enumerate(value)]
+    return value
+
+
+def field_json(field: FieldChange) -> dict[str, Any]:
+    """One field change as JSON-ready data, redacted."""
+    return {
+        "path": format_path(field.path),
+        "op": field.op.value,
+        "old": redact(field.path, field.old),
+        "new": redact(field.path, field.new),
+    }
+
+
+def show_value(path: FieldPath, value: Any) -> str:
+    """A value as one line: JSON, except the redaction marker which is shown bare."""
+    value = redact(path, value)
+    if value == REDACTED:
+        return REDACTED
+    return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+
+
+def field_text(field: FieldChange) -> str:
+    """``~ rpm: 60 -> 120``, ``+ aliases: ["a"]``, ``- displayName: "Old"``."""
+    where = format_path(field.path)
+    if field.op is FieldOp.ADD:
+        return f"+ {where}: {show_value(field.path, field.new)}"
+    if field.op is FieldOp.REMOVE:
+        return f"- {where}: {show_value(field.path, field.old)}"
+    old, new = show_value(field.path, field.old), show_value(field.path, field.new)
+    return f"~ {where}: {old} -> {new}"
+
+
+# --- counts -----------------------------------------------------------------------------------
+
+
+def counts(
+    plan: Plan, outcomes: Sequence[Outcome] = (), load: LoadResult | None = None
+) -> dict[str, int]:
+    """The JSON summary: every action, plus ``failed`` writes; ``invalid`` counts bad files."""
+    out: dict[str, Any] = dict(summary(plan))
+    if load is not None:
+        out["invalid"] = max(out["invalid"], invalid_files(load))
+    out["failed"] = sum(1 for o in outcomes if not o.ok)
+    return out
+
+
+def invalid_files(load: LoadResult) -> int:
+    """How many files failed (a file with several errors counts once)."""
+    return len({p.path for p in load.errors})
+
+
+def summary_line(plan: Plan, load: LoadResult | None = None, *, prefix: str = "Plan") -> str:
+    """``Plan: 2 to create, 1 to update, 0 to delete, 1 immutable skipped, 0 invalid.``"""
+    c = counts(plan, (), load)
+    return (
+        f"{prefix}: {c['create']} to create, {c['update']} to update, {c['delete']} to delete, "
+        f"{c['immutable']} immutable skipped, {c['invalid']} invalid."
+    )
+
+
+def result_line(outcomes: Sequence[Outcome]) -> str:
+    """``Applied: 3 of 4 writes succeeded (2 created, 1 updated, 0 deleted), 1 failed.``"""
+    done = [o for o in outcomes if o.ok]
+    by = {a: sum(1 for o in done if o.action is a) for a in Action}
+    failed = len(outcomes) - len(done)
+    return (
+        f"Applied: {len(done)} of {len(outcomes)} writes succeeded "
+        f"({by[Action.CREATE]} created, {by[Action.UPDATE]} updated, "
+        f"{by[Action.DELETE]} deleted), {failed} failed."
+    )
+
+
+# --- text -------------------------------------------------------------------------------------
+
+
+def render_plan(
+    console: Console,
+    plan: Plan,
+    *,
+    load: LoadResult | None = None,
+    outcomes: Sequence[Outcome] = (),
+    show_unchanged: bool = False,
+) -> None:
+    """Per model a field-level diff and the reason for each skip, then the summary line(s)."""
+    if load is not None:
+        render_problems(console, load, warnings=False)
+    failures = {o.id: o for o in outcomes if not o.ok}
+    for change in plan.changes:
+        if change.action is Action.UNCHANGED and not show_unchanged:
+            continue
+        render_change(console, change, failures.get(change.id))
+    if plan.prune_skipped:
+        console.print(Text(plan.prune_skipped, style="yellow"))
+    if plan.changes and not any(c.action is not Action.UNCHANGED for c in plan.changes):
+        console.print(Text(f"No changes: {len(plan.changes)} model(s) in sync.", style="green"))
+    console.print(Text(summary_line(plan, load), style="bold"))
+    if outcomes:
+        style = "red" if failures else "green"
+        console.print(Text(result_line(outcomes), style=f"bold {style}"))
+
+
+def render_change(console: Console, change: Change, failure: Outcome | None = None) -> None:
+    """One model: a heading line (sign, id, file, action, reason), then its field lines."""
+    sign, style = _ACTION_SIGN[change.action]
+    head = Text()
+    head.append(f"{sign} ", style=f"bold {style}")
+    head.append(change.id, style="bold")
+    if change.file:
+        head.append(f" ({change.file})", style="dim")
+    label = "immutable skipped" if change.action is Action.IMMUTABLE else change.action.value
+    head.append(f": {label}", style=style)
+    if change.reason:
+        head.append(f" - {change.reason}")
+    console.print(head)
+    # A create lists what it sends; an immutable conflict shows what the file would change.
+    for field in change.fields:
+        style = "dim" if change.action is Action.IMMUTABLE else _FIELD_STYLE[field.op]
+        console.print(Text("    " + field_text(field), style=style))
+    if failure is not None:
+        console.print(Text(f"    failed: {failure.error or 'unknown error'}", style="bold red"))
+
+
+def render_outcome(console: Console, outcome: Outcome) -> None:
+    """One finished write, as a line (for a log-like view of a sync)."""
+    if outcome.ok:
+        console.print(Text(f"  {outcome.action.value} {outcome.id}: ok", style="green"))
+    else:
+        console.print(
+            Text(f"  {outcome.action.value} {outcome.id}: failed: {outcome.error}", style="red")
+        )
+
+
+def render_problems(console: Console, load: LoadResult, *, warnings: bool = True) -> None:
+    """Each load error (and warning) as ``path:line: error: field: message``, sorted."""
+    shown: Iterable[Problem] = (*load.errors, *load.warnings) if warnings else load.errors
+    for p in sorted(shown, key=lambda p: (p.path, p.line or 0, p.severity)):
+        colour = "red" if p.severity == "error" else "yellow"
+        line = Text()
+        line.append(p.severity, style=colour)
+        line.append(f" {p.path}" + (f":{p.line}" if p.line else "") + ": ")
+        if p.field:
+            line.append(p.field, style="bold")
+            line.append(": ")
+        line.append(p.message)
+        console.print(line)
+
+
+def render_validation(console: Console, load: LoadResult) -> None:
+    """What ``validate`` prints: the problems, a table of valid models and a status line."""
+    render_problems(console, load)
+    if load.models:
+        table = Table(title=f"{len(load.models)} valid model(s)", title_justify="left")
+        for column in ("id", "provider", "modelId", "apiFormat", "auth", "file"):
+            table.add_column(column)
+        for model_id, m in sorted(load.models.items()):
+            d = m.definition
+            table.add_row(model_id, d.provider, d.model_id, d.api_format, d.auth.type, m.path)
+        console.print(table)
+    status = Text("ok", style="green") if load.ok else Text("invalid", style="red")
+    status.append(
+        f": {load.files} file(s), {len(load.models)} valid, "
+        f"{len(load.errors)} error(s), {len(load.warnings)} warning(s)",
+        style="default",
+    )
+    console.print(status)
+
+
+# --- JSON -------------------------------------------------------------------------------------
+
+
+def problem_json(p: Problem) -> dict[str, Any]:
+    """A load problem as JSON-ready data."""
+    return {"file": p.path, "line": p.line, "field": p.field, "message": p.message}
+
+
+def plan_json(
+    plan: Plan,
+    *,
+    load: LoadResult | None = None,
+    outcomes: Sequence[Outcome] = (),
+    include_unchanged: bool = True,
+) -> dict[str, Any]:
+    """The one JSON document of ``diff``/``sync``: ``summary`` and ``changes`` (redacted)."""
+    failures = {o.id: o for o in outcomes if not o.ok}
+    changes = []
+    for change in plan.changes:
+        if change.action is Action.UNCHANGED and not include_unchanged:
+            continue
+        failure = failures.get(change.id)
+        changes.append(
+            {
+                "id": change.id,
+                "action": change.action.value,
+                "file": change.file,
+                "fields": [field_json(f) for f in change.fields],
+                "reason": change.reason or None,
+                "error": failure.error if failure else None,
+            }
+        )
+    doc: dict[str, Any] = {
+        "summary": counts(plan, outcomes, load),
+        "changes": changes,
+        "prune_skipped": plan.prune_skipped,
+    }
+    if load is not None:
+        doc["errors"] = [problem_json(p) for p in load.errors]
+    return doc
