@@ -12,7 +12,7 @@ import os
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 from rich.console import Console
@@ -21,6 +21,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from . import source
 from .config import ConfigError, FileConfig, Settings, load_config
 from .plan import Plan, pending
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from .reconcile import Target
+    from .spec import Entry, HealthResult
 
 app = typer.Typer(
     name="reconciler",
@@ -377,6 +383,161 @@ def sync(
             write=not dry_run,
         )
     )
+
+
+# --- export and health ------------------------------------------------------------------------
+
+
+def _registry_target(
+    err: Console, config_path: Path | None, url: str | None, obo: str | None
+) -> Target:
+    """Where the registry is (flag, env, config file), or exit 1 saying what to set."""
+    from . import reconcile
+
+    config = load_file_config(err, config_path)
+    settings = load_settings(err)
+    try:
+        return reconcile.resolve_target(settings, config, registry_url=url, on_behalf_of=obo)
+    except reconcile.SetupError as exc:
+        fail(err, str(exc))
+
+
+@app.command("export")
+def export_command(
+    directory: Path = DirOption,
+    include_immutable: bool = typer.Option(
+        False, "--include-immutable", help="Also export the gateway's read-only entries."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace files that exist."),
+    with_secrets: bool = typer.Option(
+        False,
+        "--with-secrets",
+        help="Write inline secrets as they are instead of ${VARIABLE} placeholders.",
+    ),
+    registry_url: str | None = RegistryUrlOption,
+    on_behalf_of: str | None = OnBehalfOfOption,
+    config: Path | None = ConfigOption,
+    timeout: float = TimeoutOption,
+) -> None:
+    """Write each registry entry as a model file. Exit 1 when an entry could not be exported."""
+    import anyio
+
+    from . import export as export_mod
+    from . import reconcile
+    from .registry import RegistryError
+
+    out, err = _console(), _console(stderr=True)
+    target = _registry_target(err, config, registry_url, on_behalf_of)
+
+    async def run() -> list[Entry]:
+        async with reconcile.make_client(target, timeout=timeout) as client:
+            return await client.list()
+
+    try:
+        entries = anyio.run(run)
+    except RegistryError as exc:
+        fail(err, exc.message)
+    rendering = export_mod.render(
+        entries, include_immutable=include_immutable, with_secrets=with_secrets
+    )
+    try:
+        outcomes = export_mod.write_files(rendering.files, directory, overwrite=overwrite)
+    except OSError as exc:
+        fail(err, f"{directory}: {exc.strerror or exc}")
+
+    for o in outcomes:
+        verb = {"written": "wrote", "overwritten": "overwrote"}.get(o.status, "skipped")
+        line = f"{verb} {o.path} ({o.file.model_id})" + (f": {o.detail}" if o.detail else "")
+        (err if o.status in ("unsafe", "failed") else out).print(line, markup=False)
+    for s in rendering.skipped:
+        if s.rejected:
+            err.print(f"error: {s.model_id}: {s.reason}; not exported", markup=False)
+        else:
+            out.print(f"skipped {s.model_id}: {s.reason}", markup=False)
+    written = [o for o in outcomes if o.written]
+    failed = [o for o in outcomes if o.status in ("unsafe", "failed")]
+    out.print(
+        f"Exported to {directory}: {len(written)} written, "
+        f"{len(outcomes) - len(written) - len(failed) + len(rendering.skipped)} skipped, "
+        f"{len(rendering.rejected) + len(failed)} failed.",
+        markup=False,
+    )
+    variables = [v for o in written for v in o.file.variables]
+    if variables:
+        out.print(
+            "\nInline secrets were written as ${VARIABLE} placeholders. Set these from your "
+            "secret store before validate, diff or sync:",
+            markup=False,
+        )
+        for v in variables:
+            out.print(f"export {v.name}=...  # {v.model_id} {v.field}", markup=False)
+    if any(o.file.has_secrets for o in written):
+        err.print(
+            "warning: inline secrets were written as they are (--with-secrets); "
+            "keep these files out of version control",
+            markup=False,
+        )
+    raise typer.Exit(EXIT_ERROR if rendering.rejected or failed else EXIT_OK)
+
+
+@app.command()
+def health(
+    directory: Path = DirOption,
+    all_models: bool = typer.Option(
+        False, "--all", help="Every registry entry, not only those declared in --dir."
+    ),
+    check: bool = typer.Option(
+        False, "--check", help="Ask the registry to probe each model first."
+    ),
+    concurrency: int = typer.Option(4, "--concurrency", min=1, help="Probes in flight at once."),
+    output: PlanOutput = typer.Option(PlanOutput.TEXT, "--output", "-o"),
+    registry_url: str | None = RegistryUrlOption,
+    on_behalf_of: str | None = OnBehalfOfOption,
+    config: Path | None = ConfigOption,
+    timeout: float = TimeoutOption,
+) -> None:
+    """Show each model's availability. Exit 1 when any is unavailable (or unknown after --check)."""
+    import anyio
+
+    from . import apply as apply_mod
+    from . import reconcile, report
+    from .registry import RegistryError
+
+    out, err = _console(), _console(stderr=True)
+    target = _registry_target(err, config, registry_url, on_behalf_of)
+    ids: set[str] | None = None
+    if not all_models:
+        load = source.load_dir(directory)
+        if not directory.is_dir():
+            fail(err, f"{directory}: {load.errors[0].message}; pass --dir or --all")
+        ids = set(load.models) | set(load.invalid_ids)
+        bad = len({p.path for p in load.errors})
+        if bad:
+            err.print(
+                f"warning: {bad} file(s) in {directory} did not load "
+                "(see reconciler validate); their models are left out unless they name an id",
+                markup=False,
+            )
+
+    async def run() -> tuple[list[Entry], Mapping[str, HealthResult | RegistryError]]:
+        async with reconcile.make_client(target, timeout=timeout, concurrency=concurrency) as c:
+            entries = await c.list()
+            checks: Mapping[str, HealthResult | RegistryError] = {}
+            if check:
+                live = [e.id for e in entries if ids is None or e.id in ids]
+                checks = await apply_mod.check_health(c, live, concurrency=concurrency)
+            return entries, checks
+
+    try:
+        entries, checks = anyio.run(run)
+    except RegistryError as exc:
+        fail(err, exc.message)
+    rows = report.health_rows(entries, ids, checks)
+    if output is PlanOutput.JSON:
+        print(json.dumps(report.health_json(rows), ensure_ascii=False))
+    else:
+        report.render_health(out, rows)
+    raise typer.Exit(EXIT_ERROR if report.health_failed(rows, checked=check) else EXIT_OK)
 
 
 def _default_db() -> Path:

@@ -359,7 +359,9 @@ def write_files(
         elif target.is_symlink() or (target.exists() and not target.is_file()):
             outcomes.append(WriteOutcome(file, shown, "unsafe", "not a regular file"))
         elif target.exists() and not overwrite:
-            outcomes.append(WriteOutcome(file, shown, "exists", "file exists; --overwrite"))
+            outcomes.append(
+                WriteOutcome(file, shown, "exists", "file exists (--overwrite replaces it)")
+            )
         else:
             status: WriteStatus = "overwritten" if target.exists() else "written"
             try:

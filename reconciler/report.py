@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
@@ -18,7 +20,7 @@ from rich.text import Text
 from .apply import Outcome
 from .plan import Action, Change, FieldChange, FieldOp, FieldPath, Plan, summary
 from .source import LoadResult, Problem
-from .spec import REDACTED, format_path, is_secret_path
+from .spec import REDACTED, Entry, HealthResult, format_path, is_secret_path
 
 _SIGN = {FieldOp.ADD: "+", FieldOp.REMOVE: "-", FieldOp.CHANGE: "~"}
 _FIELD_STYLE = {FieldOp.ADD: "green", FieldOp.REMOVE: "red", FieldOp.CHANGE: "yellow"}
@@ -254,3 +256,120 @@ def plan_json(
     if load is not None:
         doc["errors"] = [problem_json(p) for p in load.errors]
     return doc
+
+
+# --- health -----------------------------------------------------------------------------------
+
+_MS_THRESHOLD = 100_000_000_000  # a timestamp this large is milliseconds (seconds reach it in 5138)
+
+
+@dataclass(frozen=True)
+class HealthRow:
+    """One model's availability: ``None`` is unknown (never checked, or the check failed)."""
+
+    id: str
+    available: bool | None
+    last_check: float | None  # unix seconds
+    error: str | None = None
+    in_registry: bool = True
+
+
+def health_rows(
+    entries: Iterable[Entry],
+    ids: Iterable[str] | None = None,
+    checks: Mapping[str, HealthResult | Exception] | None = None,
+) -> list[HealthRow]:
+    """Rows for ``ids`` (every entry when None), sorted by id: a fresh check's answer where there
+    is one, else the registry's last known state; a declared id the registry lacks is down."""
+    live = {e.id: e for e in entries}
+    checks = checks or {}
+    rows = []
+    for model_id in sorted(set(live if ids is None else ids)):
+        entry = live.get(model_id)
+        check = checks.get(model_id)
+        if entry is None:
+            rows.append(HealthRow(model_id, False, None, "not in registry", in_registry=False))
+        elif isinstance(check, HealthResult):
+            rows.append(
+                HealthRow(model_id, check.is_available, seconds(check.checked_at), check.error)
+            )
+        elif check is not None:
+            error = getattr(check, "message", None) or str(check) or type(check).__name__
+            rows.append(HealthRow(model_id, None, None, f"check failed: {error}"))
+        else:
+            h = entry.health
+            rows.append(HealthRow(model_id, h.is_available, seconds(h.last_health_check), h.error))
+    return rows
+
+
+def seconds(timestamp: float | None) -> float | None:
+    """Unix seconds from a timestamp in seconds or milliseconds (the API uses ms)."""
+    if timestamp is None:
+        return None
+    return timestamp / 1000 if timestamp >= _MS_THRESHOLD else timestamp
+
+
+def iso_time(timestamp: float | None) -> str | None:
+    """``2024-01-01T00:00:00Z`` (UTC), or None."""
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def health_failed(rows: Sequence[HealthRow], *, checked: bool) -> bool:
+    """Whether CI should fail: any model down, or, after ``--check``, any still unknown."""
+    return any(r.available is False or (checked and r.available is None) for r in rows)
+
+
+def health_counts(rows: Sequence[HealthRow]) -> dict[str, int]:
+    """How many rows are available, unavailable and unknown."""
+    return {
+        "available": sum(1 for r in rows if r.available is True),
+        "unavailable": sum(1 for r in rows if r.available is False),
+        "unknown": sum(1 for r in rows if r.available is None),
+    }
+
+
+def health_json(rows: Sequence[HealthRow]) -> dict[str, Any]:
+    """``{"models": [{id, available, last_check, error}], "summary": {...}}``."""
+    return {
+        "models": [
+            {
+                "id": r.id,
+                "available": r.available,
+                "last_check": iso_time(r.last_check),
+                "error": r.error,
+            }
+            for r in rows
+        ],
+        "summary": health_counts(rows),
+    }
+
+
+def render_health(console: Console, rows: Sequence[HealthRow]) -> None:
+    """A table (id, available, last check, error), then one summary line."""
+    table = Table(title_justify="left")
+    # The error folds; the id and time stay whole so a row still reads on a narrow terminal.
+    table.add_column("id", no_wrap=True)
+    table.add_column("available", no_wrap=True)
+    table.add_column("last check", no_wrap=True)
+    table.add_column("error", overflow="fold")
+    for r in rows:
+        if r.available is None:
+            available = Text("unknown", style="yellow")
+        else:
+            available = Text("yes", style="green") if r.available else Text("no", style="red")
+        table.add_row(
+            Text(r.id), available, Text(iso_time(r.last_check) or "never"), Text(r.error or "")
+        )
+    if rows:
+        console.print(table)
+    c = health_counts(rows)
+    style = "red" if c["unavailable"] else ("yellow" if c["unknown"] else "green")
+    console.print(
+        Text(
+            f"{len(rows)} model(s): {c['available']} available, {c['unavailable']} unavailable, "
+            f"{c['unknown']} unknown.",
+            style=f"bold {style}",
+        )
+    )
