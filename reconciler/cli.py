@@ -105,28 +105,9 @@ def _github_annotation(p: source.Problem) -> str:
 
 
 def _print_validation(result: source.LoadResult, problems: list[source.Problem]) -> None:
-    from rich.table import Table
+    from . import report
 
-    out = _console()
-    for p in problems:
-        colour = "red" if p.severity == "error" else "yellow"
-        where = p.path + (f":{p.line}" if p.line else "")
-        field = f"[bold]{p.field}[/bold]: " if p.field else ""
-        out.print(f"[{colour}]{p.severity}[/{colour}] {where}: {field}{p.message}", markup=True)
-    if result.models:
-        table = Table(title=f"{len(result.models)} valid model(s)", title_justify="left")
-        for column in ("id", "provider", "modelId", "apiFormat", "auth", "file"):
-            table.add_column(column)
-        for model_id, m in sorted(result.models.items()):
-            d = m.definition
-            table.add_row(model_id, d.provider, d.model_id, d.api_format, d.auth.type, m.path)
-        out.print(table)
-    n_err, n_warn = len(result.errors), len(result.warnings)
-    status = "[green]ok[/green]" if result.ok else "[red]invalid[/red]"
-    out.print(
-        f"{status}: {result.files} file(s), {len(result.models)} valid, "
-        f"{n_err} error(s), {n_warn} warning(s)"
-    )
+    report.render_validation(_console(), result)
 
 
 # --- diff and sync ----------------------------------------------------------------------------
@@ -222,6 +203,7 @@ def _reconcile(
     timeout: float,
     update_method: UpdateMethodOption,
     write: bool,
+    dry_run: bool = False,
 ) -> int:
     """diff (write=False) and sync: load, plan, maybe apply, report; the exit code."""
     import anyio
@@ -253,7 +235,7 @@ def _reconcile(
                 client, load, prune=prune_opts, ignore=config.ignore_rules()
             )
             todo = writes(plan)
-            if not write or not todo:
+            if not write or dry_run or not todo:
                 return plan
             progress = _progress(out, len(todo)) if output is PlanOutput.TEXT else None
             with progress or contextlib.nullcontext():
@@ -285,7 +267,7 @@ def _reconcile(
             err.print(f"warning: {plan.prune_skipped}", markup=False)
     else:
         report.render_plan(out, plan, load=load, outcomes=outcomes)
-        if write and not outcomes and not load.errors:
+        if write and not outcomes:
             out.print("Nothing to write." if not writes(plan) else "Dry run: nothing written.")
     immutable = any(c.action is Action.IMMUTABLE for c in plan.changes)
     if load.errors or any(not o.ok for o in outcomes) or (strict and immutable):
@@ -380,7 +362,8 @@ def sync(
             rps=rps,
             timeout=timeout,
             update_method=update_method,
-            write=not dry_run,
+            write=True,
+            dry_run=dry_run,
         )
     )
 

@@ -277,7 +277,7 @@ def values_equal(a: Any, b: Any) -> bool:
     if isinstance(a, bool) or isinstance(b, bool):
         return isinstance(a, bool) and isinstance(b, bool) and a == b
     if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return a == b
+        return a == b or (a != a and b != b)  # NaN == NaN here, or a nan field never settles
     return type(a) is type(b) and a == b
 
 

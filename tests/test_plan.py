@@ -215,6 +215,7 @@ def test_true_is_not_one() -> None:
     assert not values_equal(0, False)
     assert values_equal(2, 2.0)
     assert not values_equal("1", 1)
+    assert values_equal(float("nan"), float("nan"))
 
 
 @pytest.mark.parametrize(
