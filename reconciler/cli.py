@@ -52,7 +52,8 @@ class ValidateOutput(StrEnum):
 
 
 def _console(stderr: bool = False) -> Console:
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    # emoji=False: ids like "meetkai:a:b" must not print as "meetkai🅰b".
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, emoji=False)
 
 
 @app.command()
