@@ -1,0 +1,117 @@
+"""``reconciler watch``: the long-running reconciler, beside the API.
+
+:func:`run` wires the pieces: :class:`core.Daemon` (watcher, one reconcile at a time, health),
+:mod:`web` (the endpoints on ``--listen``), :mod:`metrics`, :mod:`logs`; the decisions live
+in :mod:`state` as pure functions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Generator
+
+import uvicorn
+
+from ..reconcile import Target, make_client
+from ..registry import RegistryError, RetryPolicy
+from .core import Daemon, Options
+from .logs import LogFormat, event, setup
+from .metrics import Metrics
+from .web import create_app
+
+__all__ = ["Daemon", "Options", "run"]
+
+# The daemon retries on its own schedule (the next resync), so one call gives up sooner than
+# the SDK's 15 s: readiness then follows a registry outage within seconds.
+DAEMON_RETRY = RetryPolicy(first_wait=0.2, factor=2.0, max_wait=1.0, total=2.0)
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        # The daemon owns SIGTERM/SIGINT: it stops the server itself, after the writes in flight.
+        yield
+
+
+def run(
+    options: Options,
+    target: Target,
+    *,
+    listen: socket.socket | None,
+    log_format: LogFormat = "text",
+    timeout: float = 10.0,
+    rps: float | None = None,
+) -> int:
+    """Run until SIGTERM/SIGINT; the exit status (0 after a clean stop)."""
+    log = setup(log_format)
+    try:
+        return asyncio.run(_main(options, target, listen, log, timeout, rps))
+    except RegistryError as exc:  # a malformed URL: nothing to retry
+        event(log, "cannot start", logging.ERROR, error=exc.message)
+        return 1
+
+
+async def _main(
+    options: Options,
+    target: Target,
+    listen: socket.socket | None,
+    log: logging.Logger,
+    timeout: float,
+    rps: float | None,
+) -> int:
+    client = make_client(target, timeout=timeout, rps=rps, concurrency=options.concurrency)
+    client.retry = DAEMON_RETRY
+    daemon = Daemon(options, client, log, Metrics())
+    loop = asyncio.get_running_loop()
+
+    def stop(sig: signal.Signals) -> None:
+        event(log, "stopping", signal=sig.name)
+        daemon.stop()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop, sig)
+    loop.add_signal_handler(signal.SIGHUP, daemon.request_full, "SIGHUP")
+
+    server: _Server | None = None
+    tasks: list[asyncio.Task[None]] = []
+    if listen is not None:
+        config = uvicorn.Config(
+            create_app(daemon), log_config=None, access_log=False, lifespan="off"
+        )
+        server = _Server(config)
+        tasks.append(asyncio.create_task(server.serve(sockets=[listen]), name="web"))
+    host, port = listen.getsockname()[:2] if listen is not None else ("", 0)
+    event(
+        log,
+        "started",
+        dir=str(daemon.root),
+        registry=client.base_url,
+        listen=f"{host}:{port}" if listen is not None else None,
+        resync_interval=options.resync_interval,
+        health_interval=options.health_interval,
+        prune=",".join(options.prune.owns) if options.prune else None,
+    )
+    worker = asyncio.create_task(daemon.worker(), name="worker")
+    helpers = [
+        asyncio.create_task(daemon.watch(), name="watch"),
+        asyncio.create_task(daemon.health_loop(), name="health"),
+    ]
+    await daemon.stopped()
+
+    # Let the run in flight finish its writes, within the deadline.
+    done, _ = await asyncio.wait({worker}, timeout=options.shutdown_timeout)
+    if not done:
+        event(log, "shutdown deadline passed: abandoning the run in flight", logging.WARNING)
+    for task in (worker, *helpers):
+        task.cancel()
+    await asyncio.gather(worker, *helpers, return_exceptions=True)
+    if server is not None:
+        server.should_exit = True
+        await asyncio.gather(*tasks, return_exceptions=True)
+    await client.aclose()
+    event(log, "stopped")
+    return 0

@@ -1,0 +1,226 @@
+"""The operator endpoints on ``--listen``: /healthz, /readyz, /metrics, /status and a status page.
+
+Nothing here can show a secret: the status holds ids, file names, states, times and messages,
+never a definition, and the registry URL is shown without any user-info part.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from .core import Daemon
+
+
+def public_url(url: str) -> str:
+    """The registry URL without ``user:password@``."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def status_document(daemon: Daemon) -> dict[str, Any]:
+    """The /status JSON: the daemon as a whole, then one row per model, sorted by id."""
+    run = daemon.last_run
+    return {
+        "ready": daemon.readiness.ready,
+        "reason": None if daemon.readiness.ready else daemon.readiness.reason,
+        "registry": {
+            "url": public_url(daemon.client.base_url),
+            "up": daemon.readiness.registry_up,
+        },
+        "directory": str(daemon.root),
+        "directory_error": daemon.dir_error,
+        "files": len(daemon.files),
+        "invalid_files": sorted({p.path for p in daemon.load.errors}, key=str),
+        "last_sync": daemon.last_sync,
+        "last_run": {
+            "kind": run.kind or None,
+            "at": run.at,
+            "seconds": run.seconds,
+            "ok": run.ok,
+            "summary": run.summary,
+            "error": run.error,
+        },
+        "started": daemon.started,
+        "now": time.time(),
+        "models": [daemon.models[i].as_json() for i in sorted(daemon.models)],
+    }
+
+
+def create_app(daemon: Daemon) -> Starlette:
+    """The Starlette app serving the daemon's state."""
+
+    async def healthz(_: Request) -> Response:
+        return PlainTextResponse("ok\n")
+
+    async def readyz(_: Request) -> Response:
+        if daemon.readiness.ready:
+            return PlainTextResponse("ready\n")
+        return PlainTextResponse(f"not ready: {daemon.readiness.reason}\n", status_code=503)
+
+    async def metrics(_: Request) -> Response:
+        body = daemon.metrics.exposition(daemon.models.values())
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    async def status(_: Request) -> Response:
+        return JSONResponse(status_document(daemon))
+
+    async def page(_: Request) -> Response:
+        return HTMLResponse(render_page(status_document(daemon)))
+
+    return Starlette(
+        routes=[
+            Route("/healthz", healthz, methods=["GET", "HEAD"]),
+            Route("/readyz", readyz, methods=["GET", "HEAD"]),
+            Route("/metrics", metrics, methods=["GET"]),
+            Route("/status", status, methods=["GET"]),
+            Route("/", page, methods=["GET"]),
+        ]
+    )
+
+
+# --- the status page --------------------------------------------------------------------------
+
+
+def _when(ts: float | None, now: float) -> str:
+    if ts is None:
+        return "never"
+    ago = max(0, now - ts)
+    stamp = time.strftime("%H:%M:%S", time.localtime(ts))
+    if ago < 120:
+        return f"{stamp} ({ago:.0f}s ago)"
+    return f"{stamp} ({ago / 60:.0f}m ago)"
+
+
+def _health(model: dict[str, Any]) -> tuple[str, str]:
+    h = model["health"]
+    if h["available"] is None:
+        return "unknown", "unknown"
+    return ("up", "up") if h["available"] else ("down", "down")
+
+
+def render_rows(doc: dict[str, Any]) -> str:
+    """The table body: one row per model (also rebuilt by the page's script every 2 s)."""
+    now = doc["now"]
+    rows = []
+    for m in doc["models"]:
+        health, cls = _health(m)
+        error = m["last_error"] or m["health"]["error"] or ""
+        rows.append(
+            f'<tr class="model" data-id="{html.escape(m["id"])}">'
+            f"<td>{html.escape(m['id'])}</td>"
+            f"<td>{html.escape(m['file'] or '')}</td>"
+            f'<td><span class="state {m["state"]}">{m["state"]}</span></td>'
+            f'<td><span class="health {cls}">{health}</span></td>'
+            f"<td>{_when(m['last_applied'], now)}</td>"
+            f"<td>{_when(m['health']['checked_at'], now)}</td>"
+            f'<td class="error">{html.escape(error)}</td></tr>'
+        )
+    if not rows:
+        rows.append('<tr><td colspan="7" class="empty">no models yet</td></tr>')
+    return "\n".join(rows)
+
+
+def render_summary(doc: dict[str, Any]) -> str:
+    """The line above the table: readiness, registry, last sync."""
+    ready = "ready" if doc["ready"] else f"not ready: {doc['reason'] or ''}"
+    registry = "up" if doc["registry"]["up"] else "down"
+    parts = [
+        f'<span class="{"ok" if doc["ready"] else "bad"}">{html.escape(ready)}</span>',
+        f"registry {html.escape(doc['registry']['url'])} {registry}",
+        f"last sync {_when(doc['last_sync'], doc['now'])}",
+        f"{len(doc['models'])} models, {doc['files']} files",
+    ]
+    if doc["invalid_files"]:
+        parts.append(f'<span class="bad">{len(doc["invalid_files"])} invalid file(s)</span>')
+    if doc["directory_error"]:
+        parts.append(f'<span class="bad">{html.escape(doc["directory_error"])}</span>')
+    return " · ".join(parts)
+
+
+def render_page(doc: dict[str, Any]) -> str:
+    """The whole page, rendered on the server so it reads without script; the script keeps
+    it fresh by re-rendering from /status."""
+    return _PAGE.replace("{{SUMMARY}}", render_summary(doc)).replace("{{ROWS}}", render_rows(doc))
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>reconciler status</title>
+<style>
+body { font: 14px system-ui, sans-serif; margin: 1.5rem; color: #222; }
+h1 { font-size: 1.2rem; margin: 0 0 .5rem; }
+#summary { margin-bottom: 1rem; color: #444; }
+table { border-collapse: collapse; width: 100%; }
+th, td { text-align: left; padding: .35rem .6rem; border-bottom: 1px solid #ddd; }
+th { background: #f4f4f4; position: sticky; top: 0; }
+td.error { color: #a00; max-width: 40rem; word-break: break-word; }
+.state, .health { padding: .1rem .4rem; border-radius: .3rem; font-size: 12px; }
+.synced, .up { background: #d9f2dd; } .pending { background: #fff3c4; }
+.error, .invalid, .down { color: #a00; } .state.error, .state.invalid, .health.down
+{ background: #f9d6d6; } .immutable, .orphan, .unknown { background: #e6e6f2; }
+.ok { color: #070; } .bad { color: #a00; }
+</style></head>
+<body>
+<h1>reconciler</h1>
+<div id="summary">{{SUMMARY}}</div>
+<table><thead><tr><th>model</th><th>file</th><th>state</th><th>health</th>
+<th>last applied</th><th>last check</th><th>last error</th></tr></thead>
+<tbody id="rows">
+{{ROWS}}
+</tbody></table>
+<script>
+const esc = s => String(s ?? "").replace(/[&<>"']/g,
+  c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
+function when(ts, now) {
+  if (ts == null) return "never";
+  const ago = Math.max(0, now - ts), t = new Date(ts * 1000).toLocaleTimeString();
+  return ago < 120 ? `${t} (${Math.round(ago)}s ago)` : `${t} (${Math.round(ago / 60)}m ago)`;
+}
+function render(doc) {
+  const rows = doc.models.map(m => {
+    const h = m.health.available == null ? "unknown" : (m.health.available ? "up" : "down");
+    return `<tr class="model" data-id="${esc(m.id)}"><td>${esc(m.id)}</td>` +
+      `<td>${esc(m.file)}</td><td><span class="state ${esc(m.state)}">${esc(m.state)}</span></td>` +
+      `<td><span class="health ${h}">${h}</span></td><td>${when(m.last_applied, doc.now)}</td>` +
+      `<td>${when(m.health.checked_at, doc.now)}</td>` +
+      `<td class="error">${esc(m.last_error || m.health.error)}</td></tr>`;
+  });
+  document.getElementById("rows").innerHTML =
+    rows.join("\\n") || '<tr><td colspan="7" class="empty">no models yet</td></tr>';
+  const s = [doc.ready ? '<span class="ok">ready</span>'
+                       : `<span class="bad">not ready: ${esc(doc.reason)}</span>`,
+    `registry ${esc(doc.registry.url)} ${doc.registry.up ? "up" : "down"}`,
+    `last sync ${when(doc.last_sync, doc.now)}`,
+    `${doc.models.length} models, ${doc.files} files`];
+  if (doc.invalid_files.length)
+    s.push(`<span class="bad">${doc.invalid_files.length} invalid file(s)</span>`);
+  if (doc.directory_error) s.push(`<span class="bad">${esc(doc.directory_error)}</span>`);
+  document.getElementById("summary").innerHTML = s.join(" · ");
+}
+async function refresh() {
+  try {
+    const r = await fetch("status", {cache: "no-store"});
+    if (r.ok) render(await r.json());
+  } catch (e) {
+    document.getElementById("summary").innerHTML =
+      '<span class="bad">the daemon does not answer</span>';
+  }
+}
+setInterval(refresh, 2000);
+</script>
+</body></html>
+"""
