@@ -524,6 +524,91 @@ def health(
     raise typer.Exit(EXIT_ERROR if report.health_failed(rows, checked=check) else EXIT_OK)
 
 
+# --- watch (the daemon) -----------------------------------------------------------------------
+
+
+class LogFormatOption(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+@app.command()
+def watch(
+    directory: Path = DirOption,
+    registry_url: str | None = RegistryUrlOption,
+    on_behalf_of: str | None = OnBehalfOfOption,
+    config: Path | None = ConfigOption,
+    prune: bool = PruneOption,
+    owns: list[str] | None = OwnsOption,
+    max_deletes: int = MaxDeletesOption,
+    force: bool = ForceOption,
+    concurrency: int = ConcurrencyOption,
+    rps: float | None = RpsOption,
+    timeout: float = TimeoutOption,
+    update_method: UpdateMethodOption = UpdateMethodOpt,
+    resync_interval: float = typer.Option(
+        60.0, "--resync-interval", min=0.1, help="Seconds between full resyncs (jittered)."
+    ),
+    health_interval: float = typer.Option(
+        60.0, "--health-interval", min=0, help="Seconds between health rounds; 0 turns them off."
+    ),
+    health_concurrency: int = typer.Option(
+        4, "--health-concurrency", min=1, help="Health checks in flight at once."
+    ),
+    prune_grace: float = typer.Option(
+        5.0, "--prune-grace", min=0, help="Seconds a file must stay away before its model goes."
+    ),
+    listen: str = typer.Option(
+        "127.0.0.1:9180", "--listen", help="HOST:PORT for /healthz, /readyz, /metrics, /status."
+    ),
+    log_format: LogFormatOption = typer.Option(LogFormatOption.TEXT, "--log-format"),
+    shutdown_timeout: float = typer.Option(
+        10.0, "--shutdown-timeout", min=0, help="Seconds to finish writes in flight on SIGTERM."
+    ),
+) -> None:
+    """Run as a daemon: sync at start, on every file change and on a timer; serve status."""
+    from . import daemon, reconcile
+    from .daemon.state import parse_listen
+    from .server.run import bind
+
+    err = _console(stderr=True)
+    file_config = load_file_config(err, config)
+    settings = load_settings(err)
+    try:
+        prune_opts = reconcile.prune_options(
+            prune, owns or (), file_config, max_deletes=max_deletes, force=force
+        )
+        target = reconcile.resolve_target(
+            settings, file_config, registry_url=registry_url, on_behalf_of=on_behalf_of
+        )
+        host, port = parse_listen(listen)
+    except (reconcile.SetupError, ValueError) as exc:
+        fail(err, str(exc))
+    try:
+        sock = bind(host, port)
+    except OSError as exc:
+        fail(err, f"cannot listen on {listen}: {exc.strerror or exc}")
+    options = daemon.Options(
+        directory=directory,
+        prune=prune_opts,
+        ignore=file_config.ignore_rules(),
+        resync_interval=resync_interval,
+        health_interval=health_interval,
+        prune_grace=prune_grace,
+        concurrency=concurrency,
+        health_concurrency=health_concurrency,
+        update_method=update_method.value,
+        shutdown_timeout=shutdown_timeout,
+    )
+    try:
+        code = daemon.run(
+            options, target, listen=sock, log_format=log_format.value, timeout=timeout, rps=rps
+        )
+    finally:
+        sock.close()
+    raise typer.Exit(code)
+
+
 def _default_db() -> Path:
     state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(state) / "reconciler" / "registry.db"
