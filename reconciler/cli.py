@@ -226,14 +226,22 @@ def _reconcile(
         )
     except reconcile.SetupError as exc:
         fail(err, str(exc))
-    load = source.load_dir(directory)
+    # Files are parsed (in worker processes when there are many) while the registry is listed.
+    loading = reconcile.Loading(directory)
     outcomes: list[apply_mod.Outcome] = []
+    loaded: list[reconcile.DesiredState] = []
 
     async def run() -> Plan:
         client = reconcile.make_client(target, timeout=timeout, rps=rps, concurrency=concurrency)
         async with client:
-            plan = await reconcile.plan_against(
-                client, load, prune=prune_opts, ignore=config.ignore_rules()
+            try:
+                live = await client.list()
+            except BaseException:
+                loading.cancel()
+                raise
+            loaded.append(loading.result())
+            plan = reconcile.plan_for(
+                loaded[0], live, prune=prune_opts, ignore=config.ignore_rules()
             )
             todo = writes(plan)
             if not write or dry_run or not todo:
@@ -261,6 +269,7 @@ def _reconcile(
         plan = anyio.run(run)
     except RegistryError as exc:
         fail(err, exc.message)
+    load = loaded[0]
 
     if output is PlanOutput.JSON:
         print(json.dumps(report.plan_json(plan, load=load, outcomes=outcomes), ensure_ascii=False))

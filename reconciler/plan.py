@@ -254,7 +254,23 @@ def diff_definitions(
     paths = [p for group in ignore_paths for p in group]
     live = {k: v for k, v in live.items() if k not in SERVER_MANAGED_KEYS}
     desired = {k: v for k, v in desired.items() if k not in SERVER_MANAGED_KEYS}
+    if _same(desired, live):
+        return  # the common no-op case, without building a path per field
     yield from _diff_dicts(desired, live, (), paths)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Exact equality that keeps bools apart from numbers (``True == 1`` in Python)."""
+    ta = type(a)
+    if ta is not type(b):
+        return False
+    if ta is dict:
+        if a.keys() != b.keys():
+            return False
+        return all(_same(value, b[key]) for key, value in a.items())
+    if ta is list:
+        return len(a) == len(b) and all(map(_same, a, b))
+    return a == b
 
 
 def is_empty(value: Any) -> bool:

@@ -3,13 +3,21 @@ live entries -> plan. Thin on purpose: the decisions live in :mod:`reconciler.pl
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import multiprocessing as mp
+import os
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
+from . import source
 from .config import FileConfig, Settings
 from .plan import Desired, IgnoreRule, Plan, PruneOptions, make_plan
 from .registry import RegistryClient
-from .source import LoadResult
+from .source import LoadResult, Problem
+from .spec import Entry
 
 
 class SetupError(Exception):
@@ -79,31 +87,153 @@ def prune_options(
     return PruneOptions(patterns, max_deletes, force)
 
 
+@dataclass(frozen=True)
+class DesiredState:
+    """What diff and sync need from the files: API bodies by id, and what was wrong."""
+
+    models: dict[str, Desired]
+    errors: tuple[Problem, ...] = ()
+    warnings: tuple[Problem, ...] = ()
+    invalid_ids: dict[str, str] = field(default_factory=dict)
+    files: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
 def desired_state(load: LoadResult) -> dict[str, Desired]:
     """The valid models of a load as plan input: API body and file, by id."""
     return {i: Desired(m.definition.to_api(), m.path) for i, m in load.models.items()}
 
 
-def failed_files(load: LoadResult) -> int:
+def failed_files(load: LoadResult | DesiredState) -> int:
     """How many files failed to load (each counted once, whether or not it names an id)."""
     return len({p.path for p in load.errors})
 
 
-async def plan_against(
-    client: RegistryClient,
-    load: LoadResult,
+def state_from_load(load: LoadResult) -> DesiredState:
+    """A loader result as a :class:`DesiredState`."""
+    return DesiredState(
+        desired_state(load), load.errors, load.warnings, dict(load.invalid_ids), load.files
+    )
+
+
+# A file's load, reduced to plain data so it crosses a process boundary cheaply (a pickled
+# pydantic Definition costs more to unpickle than the file costs to parse).
+_Loaded = tuple[str, str | None, dict[str, Any] | None, tuple[Problem, ...], tuple[Problem, ...]]
+
+PARALLEL_FROM = 400  # files; below this a pool costs more than it saves
+
+
+def _load_chunk(paths: list[str], root: str) -> list[_Loaded]:
+    out: list[_Loaded] = []
+    for path in paths:
+        r = source.load_file(path, root)
+        body = r.definition.to_api() if r.definition is not None else None
+        out.append((r.path, r.declared_id, body, r.errors, r.warnings))
+    return out
+
+
+def _combine(loaded: Iterable[_Loaded], files: int) -> DesiredState:
+    """:func:`source.combine` for plain bodies: every file sharing an id fails, naming the rest."""
+    loaded = list(loaded)
+    by_id: dict[str, list[str]] = defaultdict(list)
+    for path, declared, *_ in loaded:
+        if declared is not None:
+            by_id[declared].append(path)
+    models: dict[str, Desired] = {}
+    errors: list[Problem] = []
+    warnings: list[Problem] = []
+    invalid: dict[str, str] = {}
+    for path, declared, body, errs, warns in loaded:
+        errors.extend(errs)
+        warnings.extend(warns)
+        same = by_id.get(declared or "", [])
+        if len(same) > 1:
+            others = ", ".join(o for o in same if o != path)
+            errors.append(Problem(path, f"id {declared!r} is also declared in {others}", "id"))
+            invalid[declared or ""] = path
+        elif body is not None:
+            models[body["id"]] = Desired(body, path)
+        elif declared is not None:
+            invalid[declared] = path
+    return DesiredState(models, tuple(errors), tuple(warnings), invalid, files)
+
+
+class Loading:
+    """Files being loaded, in worker processes when there are many: start it, do other work
+    (list the registry), then take :meth:`result`. Same answer as :func:`source.load_dir`."""
+
+    def __init__(self, root: str | os.PathLike[str], workers: int | None = None) -> None:
+        self._root = Path(root)
+        self._pool: ProcessPoolExecutor | None = None
+        self._futures: list[Future[list[_Loaded]]] = []
+        self._done: DesiredState | None = None
+        if not self._root.is_dir():
+            self._done = state_from_load(source.load_dir(self._root))
+            return
+        paths = [str(p) for p in source.discover(self._root)]
+        self._files = len(paths)
+        workers = workers if workers is not None else min(os.cpu_count() or 1, 8)
+        if workers < 2 or len(paths) < PARALLEL_FROM or "fork" not in mp.get_all_start_methods():
+            self._done = _combine(_load_chunk(paths, str(self._root)), len(paths))
+            return
+        # fork: workers start with everything imported; they are created here, before any
+        # event loop or thread exists, which is when forking is safe.
+        self._pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"))
+        size = -(-len(paths) // workers)
+        self._futures = [
+            self._pool.submit(_load_chunk, paths[i : i + size], str(self._root))
+            for i in range(0, len(paths), size)
+        ]
+
+    def result(self) -> DesiredState:
+        """Wait for the workers; the desired state (files in discovery order, as the loader)."""
+        if self._done is None:
+            assert self._pool is not None
+            try:
+                loaded = [item for f in self._futures for item in f.result()]
+            finally:
+                self._pool.shutdown()
+            self._done = _combine(loaded, self._files)
+        return self._done
+
+    def cancel(self) -> None:
+        """Stop the workers without waiting for their results (an error elsewhere)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def load_desired(root: str | os.PathLike[str], workers: int | None = None) -> DesiredState:
+    """Load every model file under ``root`` (in parallel when there are many)."""
+    return Loading(root, workers).result()
+
+
+def plan_for(
+    state: DesiredState,
+    live: Iterable[Entry],
     *,
     prune: PruneOptions | None = None,
     ignore: Sequence[IgnoreRule] = (),
-    invalid: Mapping[str, str] | None = None,
 ) -> Plan:
-    """List the registry once and plan ``load`` against it."""
-    live = await client.list()
+    """Plan a desired state against live entries, every load failure fencing prune."""
     return make_plan(
-        desired_state(load),
+        state.models,
         live,
-        invalid=load.invalid_ids if invalid is None else invalid,
+        invalid=state.invalid_ids,
         prune=prune,
         ignore=ignore,
-        load_errors=failed_files(load),
+        load_errors=failed_files(state),
     )
+
+
+async def plan_against(
+    client: RegistryClient,
+    state: DesiredState,
+    *,
+    prune: PruneOptions | None = None,
+    ignore: Sequence[IgnoreRule] = (),
+) -> Plan:
+    """List the registry once and plan ``state`` against it."""
+    return plan_for(state, await client.list(), prune=prune, ignore=ignore)

@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from rich.console import Console
 from rich.table import Table
@@ -21,6 +21,18 @@ from .apply import Outcome
 from .plan import Action, Change, FieldChange, FieldOp, FieldPath, Plan, summary
 from .source import LoadResult, Problem
 from .spec import REDACTED, Entry, HealthResult, format_path, is_secret_path
+
+
+class Problems(Protocol):
+    """What a plan report needs from a load: a :class:`~reconciler.source.LoadResult`, or the
+    desired state of :mod:`reconciler.reconcile`."""
+
+    @property
+    def errors(self) -> tuple[Problem, ...]: ...
+
+    @property
+    def warnings(self) -> tuple[Problem, ...]: ...
+
 
 _SIGN = {FieldOp.ADD: "+", FieldOp.REMOVE: "-", FieldOp.CHANGE: "~"}
 _FIELD_STYLE = {FieldOp.ADD: "green", FieldOp.REMOVE: "red", FieldOp.CHANGE: "yellow"}
@@ -85,7 +97,7 @@ def field_text(field: FieldChange) -> str:
 
 
 def counts(
-    plan: Plan, outcomes: Sequence[Outcome] = (), load: LoadResult | None = None
+    plan: Plan, outcomes: Sequence[Outcome] = (), load: Problems | None = None
 ) -> dict[str, int]:
     """The JSON summary: every action, plus ``failed`` writes; ``invalid`` counts bad files."""
     out: dict[str, Any] = dict(summary(plan))
@@ -95,12 +107,12 @@ def counts(
     return out
 
 
-def invalid_files(load: LoadResult) -> int:
+def invalid_files(load: Problems) -> int:
     """How many files failed (a file with several errors counts once)."""
     return len({p.path for p in load.errors})
 
 
-def summary_line(plan: Plan, load: LoadResult | None = None, *, prefix: str = "Plan") -> str:
+def summary_line(plan: Plan, load: Problems | None = None, *, prefix: str = "Plan") -> str:
     """``Plan: 2 to create, 1 to update, 0 to delete, 1 immutable skipped, 0 invalid.``"""
     c = counts(plan, (), load)
     return (
@@ -128,7 +140,7 @@ def render_plan(
     console: Console,
     plan: Plan,
     *,
-    load: LoadResult | None = None,
+    load: Problems | None = None,
     outcomes: Sequence[Outcome] = (),
     show_unchanged: bool = False,
 ) -> None:
@@ -181,7 +193,7 @@ def render_outcome(console: Console, outcome: Outcome) -> None:
         )
 
 
-def render_problems(console: Console, load: LoadResult, *, warnings: bool = True) -> None:
+def render_problems(console: Console, load: Problems, *, warnings: bool = True) -> None:
     """Each load error (and warning) as ``path:line: error: field: message``, sorted."""
     shown: Iterable[Problem] = (*load.errors, *load.warnings) if warnings else load.errors
     for p in sorted(shown, key=lambda p: (p.path, p.line or 0, p.severity)):
@@ -227,7 +239,7 @@ def problem_json(p: Problem) -> dict[str, Any]:
 def plan_json(
     plan: Plan,
     *,
-    load: LoadResult | None = None,
+    load: Problems | None = None,
     outcomes: Sequence[Outcome] = (),
     include_unchanged: bool = True,
 ) -> dict[str, Any]:

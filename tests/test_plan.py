@@ -495,3 +495,9 @@ def test_not_pending_when_only_unchanged_immutable_invalid() -> None:
 def test_plan_is_deterministic() -> None:
     args = (desired(body("meetkai:b", rpm=2), body("meetkai:a")), [entry(body("meetkai:b"))])
     assert make_plan(*args) == make_plan(*args)
+
+
+def test_bool_and_int_differ_inside_a_definition() -> None:
+    # Python says True == 1: the no-op fast path must not.
+    plan = make_plan(desired(body(hidden=True)), [entry(body(hidden=1))])
+    assert fields(plan) == [(("hidden",), FieldOp.CHANGE, 1, True)]
