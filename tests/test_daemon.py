@@ -1,0 +1,515 @@
+"""``reconciler watch`` as a subprocess, against the real local registry, on real files.
+
+Every wait is a condition polled until a deadline (the registry's answer, /status, /readyz),
+never a fixed sleep. Intervals are short through flags so each test takes a few seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+from conftest import API_PREFIX, REPO, RunningRegistry, Upstream, clean_env, free_port
+from prometheus_client.parser import text_string_to_metric_families
+
+DEADLINE = 15.0
+SECRET = "sk-inline-do-not-show"
+
+
+def model_toml(model_id: str, rpm: int = 1, health: str | None = None, secret: bool = False) -> str:
+    """A small valid model file; ``health`` is a URL to probe (else health checks are off)."""
+    auth = f'type = "api-key"\nvalue = "{SECRET}"' if secret else 'type = "none"'
+    check = f'url = "{health}"' if health else 'mode = "off"'
+    return f"""id = "{model_id}"
+provider = "openai-compatible"
+modelId = "{model_id.split(":")[-1]}"
+apiFormat = "responses"
+created = 1704067200
+contextWindow = 8192
+rpm = {rpm}
+
+[auth]
+{auth}
+
+[capabilities]
+reasoning = false
+
+[capabilities.modalities]
+input = ["text"]
+output = ["text"]
+
+[healthCheck]
+{check}
+"""
+
+
+def write_model(directory: Path, model_id: str, **kwargs: Any) -> Path:
+    """Save the way editors do: a temp file beside it, then an atomic rename."""
+    path = directory / (model_id.replace(":", "_") + ".toml")
+    tmp = directory / f".{path.name}.tmp"
+    tmp.write_text(model_toml(model_id, **kwargs))
+    os.replace(tmp, path)
+    return path
+
+
+def wait_for(what: str, check: Callable[[], Any], deadline: float = DEADLINE) -> Any:
+    """Poll ``check`` until it returns something truthy; fail naming ``what`` at the deadline."""
+    end = time.monotonic() + deadline
+    last: Any = None
+    while time.monotonic() < end:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what} (last: {last!r})")
+
+
+class Watcher:
+    """A ``reconciler watch`` subprocess and ways to look at it."""
+
+    def __init__(self, registry: RunningRegistry, directory: Path, log: Path, *args: str) -> None:
+        self.registry = registry
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        self.args = [
+            "--dir",
+            str(directory),
+            "--listen",
+            f"127.0.0.1:{self.port}",
+            "--resync-interval",
+            "1",
+            "--health-interval",
+            "1",
+            "--prune-grace",
+            "1",
+            *args,
+        ]
+        self.env = registry.env()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.http = httpx.Client(base_url=self.url, timeout=5, trust_env=False)
+        self.api = httpx.Client(
+            base_url=registry.url + API_PREFIX,
+            headers={"Authorization": f"Bearer {registry.api_key}"},
+            timeout=5,
+            trust_env=False,
+        )
+
+    def start(self) -> Watcher:
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "reconciler", "watch", *self.args],
+                stdout=log,
+                stderr=log,
+                env=self.env,
+                cwd=REPO,
+            )
+        wait_for("the daemon's /healthz", self._alive)
+        return self
+
+    def _alive(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            pytest.fail(f"daemon exited with {self.process.returncode}:\n{self.output()}")
+        try:
+            return self.http.get("/healthz").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def status(self) -> dict[str, Any]:
+        return self.http.get("/status").json()
+
+    def model(self, model_id: str) -> dict[str, Any] | None:
+        return next((m for m in self.status()["models"] if m["id"] == model_id), None)
+
+    def ready(self) -> int:
+        try:
+            return self.http.get("/readyz").status_code
+        except httpx.TransportError:
+            return 0
+
+    def entry(self, model_id: str) -> dict[str, Any] | None:
+        response = self.api.get("/" + quote(model_id, safe=""))
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        return response.json()
+
+    def rpm(self, model_id: str) -> int | None:
+        entry = self.entry(model_id)
+        return None if entry is None else entry["definition"].get("rpm")
+
+    def synced_after(self, moment: float) -> bool:
+        """Whether a full sync finished after ``moment`` (unix seconds)."""
+        last = self.status()["last_sync"]
+        return last is not None and last > moment
+
+    def signal(self, sig: int) -> int:
+        assert self.process is not None
+        self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout=DEADLINE)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            pytest.fail(f"daemon ignored {sig}:\n{self.output()}")
+
+    def close(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.http.close()
+        self.api.close()
+
+
+@pytest.fixture
+def models(tmp_path: Path) -> Path:
+    directory = tmp_path / "models.d"
+    directory.mkdir()
+    return directory
+
+
+@pytest.fixture
+def watcher(
+    registry: RunningRegistry, models: Path, tmp_path: Path
+) -> Iterator[Callable[..., Watcher]]:
+    started: list[Watcher] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> Watcher:
+        w = Watcher(registry, models, tmp_path / f"daemon-{len(started)}.log", *args)
+        if env is not None:
+            w.env = env
+        started.append(w)
+        return w.start()
+
+    yield start
+    for w in started:
+        w.close()
+
+
+def test_new_file_appears_and_an_edit_updates_it(watcher: Callable[..., Watcher], models: Path):
+    write_model(models, "team:a", rpm=1)
+    w = watcher()
+    wait_for("team:a created by the first sync", lambda: w.rpm("team:a") == 1)
+    wait_for("ready", lambda: w.ready() == 200)
+
+    write_model(models, "team:b", rpm=7)
+    wait_for("a new file's entry", lambda: w.rpm("team:b") == 7)
+    write_model(models, "team:a", rpm=2)
+    wait_for("the edit", lambda: w.rpm("team:a") == 2)
+    # A plain overwrite in place (no rename) is noticed too.
+    (models / "team_b.toml").write_text(model_toml("team:b", rpm=8))
+    wait_for("the in-place overwrite", lambda: w.rpm("team:b") == 8)
+    # Editor leftovers are not model files.
+    (models / ".team_c.toml.swp").write_text("garbage")
+    (models / "team_c.toml~").write_text("garbage")
+    written = time.time()
+    wait_for("a resync after the leftovers", lambda: w.synced_after(written))
+    assert w.status()["invalid_files"] == []
+    row = w.model("team:a")
+    assert row is not None and row["state"] == "synced" and row["file"] == "team_a.toml"
+    assert row["last_applied"] is not None
+
+
+def test_with_prune_a_deleted_file_is_removed_after_the_grace(
+    watcher: Callable[..., Watcher], models: Path, registry: RunningRegistry
+):
+    write_model(models, "team:a")
+    write_model(models, "team:b")
+    w = watcher("--prune", "--owns", "team:*")
+    wait_for("both created", lambda: w.entry("team:a") and w.entry("team:b"))
+
+    (models / "team_b.toml").unlink()
+    wait_for("team:b removed", lambda: w.entry("team:b") is None)
+    assert w.entry("team:a") is not None
+    wait_for("team:b gone from /status", lambda: w.model("team:b") is None)
+
+
+def test_a_delete_and_rename_save_never_deletes(
+    watcher: Callable[..., Watcher], models: Path, registry: RunningRegistry
+):
+    write_model(models, "team:a")
+    write_model(models, "team:b")
+    w = watcher("--prune", "--owns", "team:*")
+    wait_for("both created", lambda: w.entry("team:a") and w.entry("team:b"))
+
+    path = models / "team_b.toml"
+    path.unlink()  # some editors delete, then write the new content under the name again
+    write_model(models, "team:b", rpm=3)
+    saved = time.time()
+    wait_for("the new content", lambda: w.rpm("team:b") == 3)
+    wait_for("a full sync after the grace", lambda: w.synced_after(saved + 1.5), 20)
+    assert registry.counts()["remove"] == 0
+    assert w.entry("team:b") is not None
+
+
+def test_entries_changed_in_the_registry_are_restored(
+    watcher: Callable[..., Watcher], models: Path
+):
+    write_model(models, "team:a", rpm=5)
+    write_model(models, "team:b", rpm=5)
+    w = watcher()
+    wait_for("created", lambda: w.rpm("team:a") == 5 and w.rpm("team:b") == 5)
+
+    w.api.patch("/" + quote("team:a", safe=""), json={"rpm": 999}).raise_for_status()
+    w.api.delete("/" + quote("team:b", safe="")).raise_for_status()
+    assert w.rpm("team:a") == 999
+    wait_for("the edit undone", lambda: w.rpm("team:a") == 5)
+    wait_for("the deleted entry restored", lambda: w.rpm("team:b") == 5)
+
+
+def test_a_registry_outage_is_survived_and_readiness_follows_it(
+    watcher: Callable[..., Watcher], models: Path, registry: RunningRegistry
+):
+    write_model(models, "team:a", rpm=1)
+    w = watcher()
+    wait_for("ready", lambda: w.ready() == 200)
+
+    registry.stop()
+    wait_for("not ready while the registry is down", lambda: w.ready() == 503)
+    write_model(models, "team:a", rpm=2)  # an edit while the registry is away
+    status = wait_for("the outage reported", lambda: (s := w.status())["reason"] and s)
+    assert not status["registry"]["up"]
+    assert w.process is not None and w.process.poll() is None
+
+    registry.start()
+    wait_for("ready again", lambda: w.ready() == 200, 20)
+    wait_for("the edit made during the outage", lambda: w.rpm("team:a") == 2)
+
+
+def test_registry_5xx_is_retried_and_the_write_lands(
+    watcher: Callable[..., Watcher], models: Path, registry: RunningRegistry
+):
+    write_model(models, "team:a", rpm=1)
+    w = watcher()
+    wait_for("ready", lambda: w.ready() == 200)
+    registry.control(fail_writes=1.0)
+    write_model(models, "team:a", rpm=2)
+    wait_for("the failed write reported", lambda: (w.model("team:a") or {}).get("last_error"))
+    registry.control(fail_writes=0.0)
+    wait_for("the write retried by a resync", lambda: w.rpm("team:a") == 2)
+    wait_for("the error cleared", lambda: (w.model("team:a") or {}).get("state") == "synced")
+
+
+def test_a_half_written_file_keeps_its_model(
+    watcher: Callable[..., Watcher], models: Path, registry: RunningRegistry
+):
+    write_model(models, "team:a", rpm=4)
+    write_model(models, "team:b", rpm=4)
+    w = watcher("--prune", "--owns", "team:*")
+    wait_for("created", lambda: w.rpm("team:a") == 4 and w.rpm("team:b") == 4)
+
+    text = model_toml("team:a", rpm=5)
+    (models / "team_a.toml").write_text(text[: len(text) // 3])  # cut off mid-save
+    cut = time.time()
+    row = wait_for(
+        "team:a invalid", lambda: (m := w.model("team:a")) and m["state"] == "invalid" and m
+    )
+    assert "team_a.toml" in row["last_error"]
+    wait_for("a full sync after the grace", lambda: w.synced_after(cut + 1.5), 20)
+    assert w.rpm("team:a") == 4  # the last good state, untouched
+    assert registry.counts()["remove"] == 0
+
+    (models / "team_a.toml").write_text(text)  # the save completes
+    wait_for("the completed save applied", lambda: w.rpm("team:a") == 5)
+    wait_for("valid again", lambda: (w.model("team:a") or {}).get("state") == "synced")
+
+
+def test_the_directory_deleted_and_recreated(
+    watcher: Callable[..., Watcher], models: Path, registry: RunningRegistry
+):
+    write_model(models, "team:a", rpm=1)
+    write_model(models, "team:b", rpm=1)
+    w = watcher("--prune", "--owns", "team:*")
+    wait_for("created", lambda: w.rpm("team:a") == 1 and w.rpm("team:b") == 1)
+
+    shutil.rmtree(models)
+    gone = time.time()
+    wait_for("the missing directory reported", lambda: w.status()["directory_error"])
+    wait_for("a full sync after the grace", lambda: w.synced_after(gone + 1.5), 20)
+    assert registry.counts()["remove"] == 0
+
+    models.mkdir()
+    write_model(models, "team:a", rpm=2)
+    write_model(models, "team:b", rpm=2)
+    wait_for("files in the new directory applied", lambda: w.rpm("team:a") == w.rpm("team:b") == 2)
+    wait_for("the directory error cleared", lambda: w.status()["directory_error"] is None)
+    assert registry.counts()["remove"] == 0
+
+
+def test_sigterm_finishes_the_write_in_flight_and_exits_0(
+    watcher: Callable[..., Watcher], models: Path, registry: RunningRegistry
+):
+    write_model(models, "team:a", rpm=1)
+    w = watcher()
+    wait_for("ready", lambda: w.ready() == 200)
+    registry.control(latency_ms=1500)
+    write_model(models, "team:a", rpm=2)
+    wait_for("the write in flight", lambda: (w.model("team:a") or {}).get("state") == "pending")
+    assert w.signal(signal.SIGTERM) == 0
+    registry.control(latency_ms=0)
+    assert w.rpm("team:a") == 2
+    assert "stopped" in w.output()
+
+
+def test_sigint_exits_0_and_sighup_resyncs(
+    watcher: Callable[..., Watcher], models: Path, registry: RunningRegistry
+):
+    write_model(models, "team:a", rpm=1)
+    w = watcher("--resync-interval", "3600")
+    wait_for("ready", lambda: w.ready() == 200)
+    w.api.patch("/" + quote("team:a", safe=""), json={"rpm": 50}).raise_for_status()
+    assert w.process is not None
+    w.process.send_signal(signal.SIGHUP)
+    wait_for("SIGHUP's resync undoing the edit", lambda: w.rpm("team:a") == 1)
+    assert w.signal(signal.SIGINT) == 0
+
+
+def _samples(w: Watcher) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    response = w.http.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(response.text)
+        for s in family.samples
+    }
+
+
+def test_metrics_parse_and_move(watcher: Callable[..., Watcher], models: Path):
+    write_model(models, "team:a", rpm=1)
+    w = watcher()
+    wait_for("ready", lambda: w.ready() == 200)
+    before = _samples(w)
+    assert before[("reconciler_writes_total", (("action", "create"), ("outcome", "ok")))] == 1
+    assert before[("reconciler_ready", ())] == 1
+    assert before[("reconciler_last_successful_sync_timestamp_seconds", ())] > 0
+    assert before[("reconciler_models", (("state", "synced"),))] == 1
+    update = ("reconciler_writes_total", (("action", "update"), ("outcome", "ok")))
+    assert before.get(update, 0) == 0
+
+    write_model(models, "team:a", rpm=2)
+    wait_for("the update counted", lambda: _samples(w).get(update) == 1)
+    after = _samples(w)
+    runs = ("reconciler_reconcile_runs_total", (("kind", "incremental"), ("result", "ok")))
+    assert after[runs] >= 1
+    count = ("reconciler_reconcile_duration_seconds_count", (("kind", "full"),))
+    assert after[count] >= before[count]
+    assert after[("reconciler_file_events_total", ())] >= 1
+    assert after[("reconciler_model_available", (("id", "team:a"),))] == 1  # mode off: available
+
+
+def test_status_reports_health_from_a_live_and_a_dead_upstream(
+    watcher: Callable[..., Watcher], models: Path, upstream: Upstream
+):
+    dead = f"http://127.0.0.1:{free_port()}/health"
+    write_model(models, "team:live", health=upstream.url + "/health")
+    write_model(models, "team:dead", health=dead)
+    w = watcher()
+
+    def checked() -> dict[str, Any] | None:
+        rows = {m["id"]: m for m in w.status()["models"]}
+        done = all(rows.get(i, {}).get("health", {}).get("checked_at") for i in rows)
+        return rows if len(rows) == 2 and done else None
+
+    rows = wait_for("both health checks", checked)
+    assert rows["team:live"]["health"]["available"] is True
+    assert rows["team:live"]["health"]["error"] is None
+    assert rows["team:dead"]["health"]["available"] is False
+    assert rows["team:dead"]["health"]["error"]
+
+    upstream.healthy = False
+    wait_for(
+        "the live upstream seen down",
+        lambda: (w.model("team:live") or {}).get("health", {}).get("available") is False,
+    )
+
+
+def test_a_bad_api_key_is_reported_and_nothing_leaks(
+    watcher: Callable[..., Watcher], models: Path, registry: RunningRegistry
+):
+    write_model(models, "team:a", secret=True)
+    env = {**registry.env(), "MKA1_API_KEY": "wrong-key-do-not-show"}
+    w = watcher("--log-format", "json", env=env)
+    status = wait_for(
+        "the refusal reported", lambda: "API key" in ((s := w.status())["reason"] or "") and s
+    )
+    assert w.ready() == 503
+    assert w.process is not None and w.process.poll() is None
+    page = w.http.get("/").text
+    assert w.signal(signal.SIGTERM) == 0
+    for line in w.output().splitlines():
+        record = json.loads(line)  # --log-format json: every line is one JSON event
+        assert record["event"]
+    assert any(json.loads(line)["event"] == "registry error" for line in w.output().splitlines())
+    for text in (w.output(), json.dumps(status), page):
+        assert "wrong-key-do-not-show" not in text
+
+
+def test_nothing_secret_is_served(watcher: Callable[..., Watcher], models: Path):
+    write_model(models, "team:a", secret=True)
+    w = watcher()
+    wait_for("synced", lambda: (w.model("team:a") or {}).get("state") == "synced")
+    served = [w.http.get(p).text for p in ("/", "/status", "/metrics", "/readyz")]
+    for text in [*served, w.output()]:
+        assert SECRET not in text
+        assert w.registry.api_key not in text
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.browser
+def test_the_status_page_renders_in_headless_chromium(
+    watcher: Callable[..., Watcher], models: Path, tmp_path: Path
+):
+    browser = _chromium()
+    if browser is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is required in CI")
+        pytest.skip("chromium is not installed")
+    write_model(models, "team:a")
+    write_model(models, "team:b")
+    w = watcher()
+    wait_for("both synced", lambda: len(w.status()["models"]) == 2)
+    with tempfile.TemporaryDirectory(dir=tmp_path) as profile:
+        result = subprocess.run(
+            [
+                browser,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={profile}",
+                "--virtual-time-budget=5000",
+                "--dump-dom",
+                w.url + "/",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=clean_env(),
+        )
+    dom = result.stdout
+    assert "<title>reconciler status</title>" in dom, result.stderr[-2000:]
+    for model_id in ("team:a", "team:b"):
+        assert f'<tr class="model" data-id="{model_id}"><td>{model_id}</td>' in dom
+    assert "synced" in dom
