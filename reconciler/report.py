@@ -136,6 +136,9 @@ def result_line(outcomes: Sequence[Outcome]) -> str:
 # --- text -------------------------------------------------------------------------------------
 
 
+Line = tuple[str, str]  # text and Rich style: styled only when the console has colour
+
+
 def render_plan(
     console: Console,
     plan: Plan,
@@ -148,39 +151,53 @@ def render_plan(
     if load is not None:
         render_problems(console, load, warnings=False)
     failures = {o.id: o for o in outcomes if not o.ok}
+    lines: list[Line] = []
     for change in plan.changes:
         if change.action is Action.UNCHANGED and not show_unchanged:
             continue
-        render_change(console, change, failures.get(change.id))
+        lines.extend(change_lines(change, failures.get(change.id)))
     if plan.prune_skipped:
-        console.print(Text(plan.prune_skipped, style="yellow"))
+        lines.append((plan.prune_skipped, "yellow"))
     if plan.changes and not any(c.action is not Action.UNCHANGED for c in plan.changes):
-        console.print(Text(f"No changes: {len(plan.changes)} model(s) in sync.", style="green"))
-    console.print(Text(summary_line(plan, load), style="bold"))
+        lines.append((f"No changes: {len(plan.changes)} model(s) in sync.", "green"))
+    lines.append((summary_line(plan, load), "bold"))
     if outcomes:
-        style = "red" if failures else "green"
-        console.print(Text(result_line(outcomes), style=f"bold {style}"))
+        lines.append((result_line(outcomes), "bold red" if failures else "bold green"))
+    emit(console, lines)
+
+
+def emit(console: Console, lines: Sequence[Line]) -> None:
+    """Print lines; without colour as plain text in one go (Rich's per-line styling costs most of
+    a second for a thousand creates, and the styles would be dropped anyway)."""
+    if not lines:
+        return
+    if console.color_system is None and not console.record:
+        console.file.write("".join(f"{text}\n" for text, _ in lines))
+        console.file.flush()
+    else:
+        console.print(Text("\n").join(Text(text, style=style) for text, style in lines))
 
 
 def render_change(console: Console, change: Change, failure: Outcome | None = None) -> None:
     """One model: a heading line (sign, id, file, action, reason), then its field lines."""
+    emit(console, change_lines(change, failure))
+
+
+def change_lines(change: Change, failure: Outcome | None = None) -> list[Line]:
+    """The lines of one model: a heading (sign, id, file, action, reason), then its fields."""
     sign, style = _ACTION_SIGN[change.action]
-    head = Text()
-    head.append(f"{sign} ", style=f"bold {style}")
-    head.append(change.id, style="bold")
-    if change.file:
-        head.append(f" ({change.file})", style="dim")
     label = "immutable skipped" if change.action is Action.IMMUTABLE else change.action.value
-    head.append(f": {label}", style=style)
+    head = f"{sign} {change.id}" + (f" ({change.file})" if change.file else "") + f": {label}"
     if change.reason:
-        head.append(f" - {change.reason}")
-    console.print(head)
+        head += f" - {change.reason}"
+    lines = [(head, style)]
     # A create lists what it sends; an immutable conflict shows what the file would change.
     for field in change.fields:
-        style = "dim" if change.action is Action.IMMUTABLE else _FIELD_STYLE[field.op]
-        console.print(Text("    " + field_text(field), style=style))
+        field_style = "dim" if change.action is Action.IMMUTABLE else _FIELD_STYLE[field.op]
+        lines.append(("    " + field_text(field), field_style))
     if failure is not None:
-        console.print(Text(f"    failed: {failure.error or 'unknown error'}", style="bold red"))
+        lines.append((f"    failed: {failure.error or 'unknown error'}", "bold red"))
+    return lines
 
 
 def render_outcome(console: Console, outcome: Outcome) -> None:

@@ -70,6 +70,17 @@ def diff_json(run_cli: Run, registry: RunningRegistry, directory: Path, *args: s
 
 
 @pytest.fixture
+def run_cli(run_cli: Run, tmp_path: Path) -> Run:
+    """The shared ``run_cli``, run from a temp dir so the repository's reconciler.toml (which
+    sets ``owns``) is not picked up unless a test asks for it."""
+
+    def run(*args: str, cwd: Path | str | None = None, **kwargs: Any) -> Any:
+        return run_cli(*args, cwd=cwd or tmp_path, **kwargs)
+
+    return run
+
+
+@pytest.fixture
 def team_dir(tmp_path: Path) -> Path:
     directory = tmp_path / "team.d"
     directory.mkdir()
@@ -319,7 +330,7 @@ def test_ignore_rules_from_config_file(
     path = write_model(team_dir, "meetkai:team-a", extra="rpm = 10")
     assert run_cli("sync", "--dir", str(team_dir), env=registry.env()).returncode == 0
     path.write_text(model_toml("meetkai:team-a", extra="rpm = 20"))
-    config = tmp_path / "reconciler.toml"
+    config = tmp_path / "ignore.toml"
     config.write_text('[[ignore]]\npaths = ["rpm"]\nids = ["meetkai:team-*"]\n')
     args = ("diff", "--dir", str(team_dir), "--config", str(config))
     assert run_cli(*args, env=registry.env()).returncode == 0
