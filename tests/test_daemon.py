@@ -188,8 +188,11 @@ def watcher(
 ) -> Iterator[Callable[..., Watcher]]:
     started: list[Watcher] = []
 
-    def start(*args: str, env: dict[str, str] | None = None) -> Watcher:
-        w = Watcher(registry, models, tmp_path / f"daemon-{len(started)}.log", *args)
+    def start(
+        *args: str, env: dict[str, str] | None = None, directory: Path | None = None
+    ) -> Watcher:
+        log = tmp_path / f"daemon-{len(started)}.log"
+        w = Watcher(registry, directory or models, log, *args)
         if env is not None:
             w.env = env
         started.append(w)
@@ -348,6 +351,47 @@ def test_the_directory_deleted_and_recreated(
     wait_for("files in the new directory applied", lambda: w.rpm("team:a") == w.rpm("team:b") == 2)
     wait_for("the directory error cleared", lambda: w.status()["directory_error"] is None)
     assert registry.counts()["remove"] == 0
+
+
+def _swap_link(link: Path, target: str) -> None:
+    """Point ``link`` at ``target`` atomically, as git-sync and the kubelet do."""
+    tmp = link.with_name(link.name + "_tmp")
+    tmp.symlink_to(target)
+    os.replace(tmp, link)
+
+
+def test_a_directory_swapped_under_a_symlink_is_rescanned(
+    watcher: Callable[..., Watcher], models: Path, registry: RunningRegistry, tmp_path: Path
+):
+    # git-sync: --dir goes through a link that is swapped to a new checkout. No periodic resync
+    # here, so only the watcher can notice.
+    (tmp_path / "v1").mkdir()
+    write_model(tmp_path / "v1", "team:a", rpm=1)
+    link = tmp_path / "current"
+    link.symlink_to("v1")
+    w = watcher("--resync-interval", "3600", directory=link)
+    wait_for("created", lambda: w.rpm("team:a") == 1)
+
+    (tmp_path / "v2").mkdir()
+    write_model(tmp_path / "v2", "team:a", rpm=2)
+    _swap_link(link, "v2")
+    wait_for("the swapped-in checkout applied", lambda: w.rpm("team:a") == 2)
+
+
+def test_a_configmap_update_is_noticed(watcher: Callable[..., Watcher], models: Path):
+    # The kubelet's layout: files are links into ..data, which is swapped to a new timestamped
+    # folder in one rename; the model file names themselves see no event.
+    (models / "..v1").mkdir()
+    write_model(models / "..v1", "team:a", rpm=1)
+    (models / "..data").symlink_to("..v1")
+    (models / "team_a.toml").symlink_to("..data/team_a.toml")
+    w = watcher("--resync-interval", "3600")
+    wait_for("created", lambda: w.rpm("team:a") == 1)
+
+    (models / "..v2").mkdir()
+    write_model(models / "..v2", "team:a", rpm=2)
+    _swap_link(models / "..data", "..v2")
+    wait_for("the new ConfigMap content applied", lambda: w.rpm("team:a") == 2)
 
 
 def test_sigterm_finishes_the_write_in_flight_and_exits_0(

@@ -531,7 +531,8 @@ class Daemon:
         return self.filter(change, path) or os.path.basename(path) == CONFIGMAP_DATA
 
     async def watch(self) -> None:
-        """Feed file changes to the worker; survive the directory being deleted and recreated."""
+        """Feed file changes to the worker; survive the directory being deleted, recreated or
+        swapped under a symlink (git-sync), by watching again and asking for a rescan."""
         was_missing = False
         while not self.stopping:
             if not self.root.is_dir():
@@ -544,6 +545,7 @@ class Daemon:
                 event(self.log, "directory back", dir=str(self.root))
                 was_missing = False
                 self.request_full("directory recreated")
+            real = os.path.realpath(self.root)
             try:
                 async for changes in awatch(
                     self.root,
@@ -555,16 +557,30 @@ class Daemon:
                     stop_event=self._stop,
                     recursive=True,
                 ):
-                    paths = {p for _, p in changes if os.path.basename(p) != CONFIGMAP_DATA}
+                    paths = {
+                        self._key(p, real)
+                        for _, p in changes
+                        if os.path.basename(p) != CONFIGMAP_DATA
+                    }
                     if len(paths) < len(changes):
                         self.request_full("configmap update")
                     if paths:
                         self.notice(paths)
                     if not self.root.is_dir():
                         break
+                    if os.path.realpath(self.root) != real:
+                        event(self.log, "directory replaced", dir=str(self.root))
+                        self.request_full("directory replaced")
+                        break
             except (OSError, RuntimeError) as exc:
                 event(self.log, "watch error", logging.WARNING, error=str(exc))
                 await _wait(self._stop, 0.5)
+
+    def _key(self, path: str, real: str) -> str:
+        """The path as :func:`discover` names it (under ``root`` as given, not as resolved)."""
+        if real != str(self.root) and (path == real or path.startswith(real + os.sep)):
+            return str(self.root) + path[len(real) :]
+        return path
 
 
 def _stamp(path: str) -> tuple[int, int, int] | None:
