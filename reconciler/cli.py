@@ -442,6 +442,13 @@ def export_command(
         verb = {"written": "wrote", "overwritten": "overwrote"}.get(o.status, "skipped")
         line = f"{verb} {o.path} ({o.file.model_id})" + (f": {o.detail}" if o.detail else "")
         (err if o.status in ("unsafe", "failed") else out).print(line, markup=False)
+    for f in rendering.files:
+        if f.dropped:
+            out.print(
+                f"note: {f.model_id}: left out keys the registry added that model files cannot "
+                f"declare: {', '.join(f.dropped)}",
+                markup=False,
+            )
     for s in rendering.skipped:
         if s.rejected:
             err.print(f"error: {s.model_id}: {s.reason}; not exported", markup=False)

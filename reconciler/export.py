@@ -74,6 +74,7 @@ class RenderedFile:
     text: str
     variables: tuple[Variable, ...] = ()
     has_secrets: bool = False  # written as they are (--with-secrets): keep the file private
+    dropped: tuple[str, ...] = ()  # top-level keys the registry added that the schema lacks
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,7 @@ def render(
     secrets as placeholders unless ``with_secrets``; what was left out says why."""
     skipped: list[Skipped] = []
     bodies: dict[str, dict[str, Any]] = {}
+    dropped: dict[str, tuple[str, ...]] = {}
     for entry in sorted(entries, key=lambda e: e.id):
         if not include_immutable and (entry.immutable or entry.source != "database"):
             skipped.append(
@@ -133,6 +135,7 @@ def render(
             )
             continue
         body, problem = definition_body(entry)
+        dropped[entry.id] = unknown_keys(entry)
         if body is None:
             skipped.append(Skipped(entry.id, problem, rejected=True))
         elif entry.id in bodies:
@@ -148,13 +151,34 @@ def render(
         )
         body, variables = protect_strings(body, with_secrets=with_secrets, taken=used_variables)
         text = to_toml(body, variables)
-        files.append(RenderedFile(model_id, names[model_id], text, tuple(variables), inline))
+        files.append(
+            RenderedFile(
+                model_id, names[model_id], text, tuple(variables), inline, dropped[model_id]
+            )
+        )
     return Rendering(tuple(files), tuple(skipped))
 
 
+_KNOWN_KEYS = frozenset(f.alias or name for name, f in Definition.model_fields.items())
+
+
+def unknown_keys(entry: Entry) -> tuple[str, ...]:
+    """Top-level keys of the live definition that no file can declare: the registry's own."""
+    return tuple(sorted(set(entry.definition) - _KNOWN_KEYS - SERVER_MANAGED_KEYS))
+
+
 def definition_body(entry: Entry) -> tuple[dict[str, Any] | None, str]:
-    """The entry's definition as the schema dumps it, or None and what the schema objected to."""
-    raw = {k: v for k, v in entry.definition.items() if k not in SERVER_MANAGED_KEYS}
+    """The entry's definition as the schema dumps it, or None and what the schema objected to.
+
+    Top-level keys the schema does not know are the registry's own additions (a newer gateway's
+    bookkeeping): no file could declare them and the diff ignores them, so they are left out
+    (and reported by the caller) rather than failing the whole entry. Anything else the schema
+    rejects fails the entry: it is not silently altered."""
+    raw = {
+        k: v
+        for k, v in entry.definition.items()
+        if k not in SERVER_MANAGED_KEYS and k not in unknown_keys(entry)
+    }
     if raw.get("id") != entry.id:
         return None, f"its definition names id {raw.get('id')!r}, not {entry.id!r}"
     try:

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from reconciler import source
+from reconciler.server.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 API = "/api/v1/llm/models/registry"
@@ -208,14 +209,24 @@ def test_immutable_entries_only_when_asked(registry_factory, run_cli, models_dir
 def test_entries_the_schema_rejects_are_written_nowhere(
     registry_factory, run_cli, tmp_path: Path
 ) -> None:
-    # --add-defaults stores a key the schema does not know ("version"): not silently dropped.
+    # --add-defaults stores defaults and a key of its own ("version"): those are left out with a
+    # note; an entry whose declared fields the schema rejects is written nowhere.
     registry = registry_factory(add_defaults=True)
     add(registry, minimal("meetkai:a"))
+    bad = minimal("meetkai:bad")
+    bad["capabilities"] = {**bad["capabilities"], "reasoning": "maybe"}
+    store = Store(registry.db)
+    store.put({**get(registry, "meetkai:a"), "id": "meetkai:bad", "definition": bad})
+    store.close()
     out_dir = tmp_path / "out"
     result = run_cli("export", "--dir", str(out_dir), env=registry.env())
     assert result.returncode == 1
-    assert "meetkai:a" in result.stderr and "version: unknown key" in result.stderr
-    assert list(out_dir.iterdir()) == []
+    assert "meetkai:bad" in result.stderr and "capabilities.reasoning" in result.stderr
+    assert "note: meetkai:a: left out keys the registry added" in result.stdout
+    assert [p.name for p in out_dir.iterdir()] == ["meetkai_a.toml"]
+    diff = run_cli("diff", "--dir", str(out_dir), "--output", "json", env=registry.env())
+    summary = json.loads(diff.stdout)["summary"]
+    assert (summary["create"], summary["update"], summary["unchanged"]) == (0, 0, 1)
 
 
 def test_export_registry_errors_are_one_line(registry, run_cli, tmp_path: Path) -> None:

@@ -226,14 +226,23 @@ def test_immutable_entries_only_when_asked() -> None:
 
 def test_entries_the_schema_rejects_are_reported_not_altered() -> None:
     good = minimal("good")
-    unknown = {**minimal("unknown-key"), "version": 1}
+    nested = minimal("nested-unknown")
+    nested["capabilities"] = {**nested["capabilities"], "thinkingBudget": 5}
     broken = minimal("broken", auth={"type": "api-key", "value": 12345})
-    rendering = export.render([entry(good), entry(unknown), entry(broken)])
+    rendering = export.render([entry(good), entry(nested), entry(broken)])
     assert [f.model_id for f in rendering.files] == ["good"]
     reasons = {s.model_id: s.reason for s in rendering.rejected}
-    assert set(reasons) == {"unknown-key", "broken"}
-    assert "version: unknown key" in reasons["unknown-key"]
+    assert set(reasons) == {"nested-unknown", "broken"}
+    assert "capabilities.thinkingBudget: unknown key" in reasons["nested-unknown"]
     assert "auth" in reasons["broken"] and "12345" not in reasons["broken"]
+
+
+def test_top_level_keys_the_registry_added_are_left_out_and_reported() -> None:
+    # A newer gateway's own bookkeeping: no file may declare it and the diff ignores it.
+    rendering = export.render([entry({**minimal("versioned"), "version": 1})])
+    [written] = rendering.files
+    assert written.dropped == ("version",)
+    assert "\nversion =" not in written.text and rendering.skipped == ()
 
 
 def test_writer_writes_skips_existing_and_overwrites_when_asked(tmp_path: Path) -> None:
