@@ -120,7 +120,7 @@ def test_health_against_live_and_dead_upstream(
 
         upstream.stop()
         dead = client.post(item("meetkai:legacy") + "/health").json()
-        assert dead["is_available"] is False and "Connect" in dead["error"]
+        assert dead["is_available"] is False and "connection refused" in dead["error"]
         stored = client.get(item("meetkai:legacy")).json()["health"]
         assert stored == {"is_available": False, "last_health_check": dead["checked_at"],
                           "error": dead["error"]}  # fmt: skip

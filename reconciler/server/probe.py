@@ -64,9 +64,20 @@ async def probe(definition: Mapping[str, Any], timeout: float = DEFAULT_TIMEOUT)
         except httpx.TimeoutException:
             return Outcome(False, f"timed out after {where.timeout:g} s")
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            return Outcome(
-                False, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            )
+            return Outcome(False, _describe(exc, where.url))
     if 200 <= response.status_code < 400:
         return Outcome(True, None)
     return Outcome(False, f"HTTP {response.status_code} {response.reason_phrase}".strip())
+
+
+def _describe(exc: Exception, url: str) -> str:
+    """An operator's words for a failed probe, not an exception class name."""
+    host = url if isinstance(exc, httpx.InvalidURL) else httpx.URL(url).netloc.decode()
+    text = str(exc)
+    if isinstance(exc, httpx.ConnectError):
+        if "Name or service not known" in text or "nodename nor servname" in text:
+            return f"cannot resolve host {host}"
+        if "Connection refused" in text or "All connection attempts failed" in text:
+            return f"cannot connect to {host}: connection refused"
+        return f"cannot connect to {host}: {text}"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
