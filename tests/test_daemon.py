@@ -322,6 +322,7 @@ def test_a_half_written_file_keeps_its_model(
         "team:a invalid", lambda: (m := w.model("team:a")) and m["state"] == "invalid" and m
     )
     assert "team_a.toml" in row["last_error"]
+    assert [f["file"] for f in w.status()["invalid_files"]] == ["team_a.toml"]
     wait_for("a full sync after the grace", lambda: w.synced_after(cut + 1.5), 20)
     assert w.rpm("team:a") == 4  # the last good state, untouched
     assert registry.counts()["remove"] == 0
@@ -415,10 +416,17 @@ def test_sigint_exits_0_and_sighup_resyncs(
     write_model(models, "team:a", rpm=1)
     w = watcher("--resync-interval", "3600")
     wait_for("ready", lambda: w.ready() == 200)
+    # A file change is planned against the entries already known: no list of the registry.
+    lists = registry.counts()["list"]
+    write_model(models, "team:a", rpm=3)
+    wait_for("the edit", lambda: w.rpm("team:a") == 3)
+    assert registry.counts()["list"] == lists
+
     w.api.patch("/" + quote("team:a", safe=""), json={"rpm": 50}).raise_for_status()
     assert w.process is not None
     w.process.send_signal(signal.SIGHUP)
-    wait_for("SIGHUP's resync undoing the edit", lambda: w.rpm("team:a") == 1)
+    wait_for("SIGHUP's resync undoing the edit", lambda: w.rpm("team:a") == 3)
+    assert registry.counts()["list"] == lists + 1
     assert w.signal(signal.SIGINT) == 0
 
 

@@ -7,6 +7,7 @@ never a definition, and the registry URL is shown without any user-info part.
 from __future__ import annotations
 
 import html
+import os
 import time
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -30,6 +31,17 @@ def public_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
+def invalid_files(daemon: Daemon) -> list[dict[str, str]]:
+    """Each file that failed to load, with its first problem (paths relative to the directory)."""
+    first: dict[str, str] = {}
+    for p in daemon.load.errors:
+        rel = os.path.relpath(p.path, daemon.root)
+        line = f":{p.line}" if p.line else ""
+        field = f"{p.field}: " if p.field else ""
+        first.setdefault(rel, f"{rel}{line}: {field}{p.message}")
+    return [{"file": f, "error": e} for f, e in sorted(first.items())]
+
+
 def status_document(daemon: Daemon) -> dict[str, Any]:
     """The /status JSON: the daemon as a whole, then one row per model, sorted by id."""
     run = daemon.last_run
@@ -43,7 +55,7 @@ def status_document(daemon: Daemon) -> dict[str, Any]:
         "directory": str(daemon.root),
         "directory_error": daemon.dir_error,
         "files": len(daemon.files),
-        "invalid_files": sorted({p.path for p in daemon.load.errors}, key=str),
+        "invalid_files": invalid_files(daemon),
         "last_sync": daemon.last_sync,
         "last_run": {
             "kind": run.kind or None,
@@ -133,6 +145,11 @@ def render_rows(doc: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def render_invalid(doc: dict[str, Any]) -> str:
+    """One line per file that failed to load."""
+    return "".join(f"<li>{html.escape(f['error'])}</li>" for f in doc["invalid_files"])
+
+
 def render_summary(doc: dict[str, Any]) -> str:
     """The line above the table: readiness, registry, last sync."""
     ready = "ready" if doc["ready"] else f"not ready: {doc['reason'] or ''}"
@@ -153,7 +170,11 @@ def render_summary(doc: dict[str, Any]) -> str:
 def render_page(doc: dict[str, Any]) -> str:
     """The whole page, rendered on the server so it reads without script; the script keeps
     it fresh by re-rendering from /status."""
-    return _PAGE.replace("{{SUMMARY}}", render_summary(doc)).replace("{{ROWS}}", render_rows(doc))
+    return (
+        _PAGE.replace("{{SUMMARY}}", render_summary(doc))
+        .replace("{{ROWS}}", render_rows(doc))
+        .replace("{{INVALID}}", render_invalid(doc))
+    )
 
 
 _PAGE = """<!doctype html>
@@ -182,6 +203,7 @@ td.error { color: #a00; max-width: 40rem; word-break: break-word; }
 <tbody id="rows">
 {{ROWS}}
 </tbody></table>
+<ul id="invalid" class="bad">{{INVALID}}</ul>
 <script>
 const esc = s => String(s ?? "").replace(/[&<>"']/g,
   c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
@@ -210,6 +232,8 @@ function render(doc) {
     s.push(`<span class="bad">${doc.invalid_files.length} invalid file(s)</span>`);
   if (doc.directory_error) s.push(`<span class="bad">${esc(doc.directory_error)}</span>`);
   document.getElementById("summary").innerHTML = s.join(" · ");
+  document.getElementById("invalid").innerHTML =
+    doc.invalid_files.map(f => `<li>${esc(f.error)}</li>`).join("");
 }
 async function refresh() {
   try {
