@@ -216,8 +216,8 @@ def bench_diff(tmp: Path, models: int, runs: int) -> list[Row]:
         Row(f"floor: parse {models:,} files + list once", f"{floor:.2f} s"),
         Row(f"no-op diff of {models:,} models", f"{diff:.2f} s ({ratio:.2f}x floor)", "<= 1.5x",
             ratio <= 1.5),
-        Row(f"no-op diff writes", str(writes), "0", writes == 0),
-        Row(f"peak RSS of that diff", f"{max(rss):.0f} MB", "< 300 MB", max(rss) < 300),
+        Row("no-op diff writes", str(writes), "0", writes == 0),
+        Row("peak RSS of that diff", f"{max(rss):.0f} MB", "< 300 MB", max(rss) < 300),
     ]  # fmt: skip
 
 
@@ -298,7 +298,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="diff/floor runs (median)")
     args = parser.parse_args()
     rows = run(args.models, args.sync_models, args.runs)
-    print_table(rows, f"reconcile benchmark ({LATENCY_MS} ms added per call, {os.cpu_count()} CPUs)")
+    print_table(
+        rows, f"reconcile benchmark ({LATENCY_MS} ms added per call, {os.cpu_count()} CPUs)"
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,34 @@
+"""``make bench``: every benchmark in one run, one table of figures and targets."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.reconcile import LATENCY_MS, Row, print_table, run
+
+
+def registry_list_rows() -> list[Row]:
+    """bench/registry_list.py as a process; its median list time as a row."""
+    script = Path(__file__).with_name("registry_list.py")
+    result = subprocess.run(
+        [sys.executable, str(script), "--runs", "5"], capture_output=True, text=True
+    )
+    found = re.search(r"GET list \(answer received\)\s+([\d.]+) ms", result.stdout)
+    if result.returncode or not found:
+        return [Row("registry list of 10,000 entries", "failed: " + result.stderr[-200:], "")]
+    return [Row("registry list of 10,000 entries (no latency)", f"{found.group(1)} ms")]
+
+
+def main() -> None:
+    rows = run() + registry_list_rows()
+    print_table(rows, f"benchmarks ({LATENCY_MS} ms added per call, {os.cpu_count()} CPUs)")
+    if any(row.ok is False for row in rows):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
