@@ -524,6 +524,24 @@ class Daemon:
             self.metrics.health_checks.labels(outcome=outcome).inc()
             down += 0 if result.is_available else 1
         event(self.log, "health checked", models=len(ids), unavailable=down)
+        trouble = next(
+            (
+                r
+                for r in results.values()
+                if isinstance(r, RegistryError)
+                and (r.status is None or r.status >= 500 or isinstance(r, AuthError))
+            ),
+            None,
+        )
+        if trouble is not None:
+            # The registry itself is in trouble: not ready, and a full resync now finds out
+            # more (and backs off) rather than waiting for the resync timer.
+            self.readiness.registry_up = False
+            self.readiness.reason = trouble.message
+            self._resync_at = min(self._resync_at, time.monotonic())
+            self._wake.set()
+        elif len(results) > sum(isinstance(r, RegistryError) for r in results.values()):
+            self._registry_answered()
 
     # --- the watcher --------------------------------------------------------------------------
 
