@@ -289,7 +289,7 @@ def print_table(rows: list[Row], title: str) -> None:
     for row in rows:
         met = "" if row.ok is None else ("yes" if row.ok else "NO")
         table.add_row(row.name, row.figure, row.target, met)
-    Console(highlight=False).print(table)
+    Console(highlight=False, width=max(Console().width, 110)).print(table)
 
 
 def main() -> None:
