@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 
@@ -129,9 +128,16 @@ def state_from_load(load: LoadResult) -> DesiredState:
     )
 
 
-# A file's load, reduced to plain data so it crosses a process boundary cheaply (a pickled
-# pydantic Definition costs more to unpickle than the file costs to parse).
-_Loaded = tuple[str, str | None, dict[str, Any] | None, tuple[Problem, ...], tuple[Problem, ...]]
+class _Loaded(NamedTuple):
+    """A file's load reduced to plain data, so it crosses a process boundary cheaply (a pickled
+    pydantic Definition costs more to unpickle than the file costs to parse)."""
+
+    path: str
+    declared_id: str | None
+    body: dict[str, Any] | None
+    errors: tuple[Problem, ...]
+    warnings: tuple[Problem, ...]
+
 
 PARALLEL_FROM = 400  # files; below this a pool costs more than it saves
 
@@ -141,33 +147,14 @@ def _load_chunk(paths: list[str], root: str) -> list[_Loaded]:
     for path in paths:
         r = source.load_file(path, root)
         body = r.definition.to_api() if r.definition is not None else None
-        out.append((r.path, r.declared_id, body, r.errors, r.warnings))
+        out.append(_Loaded(r.path, r.declared_id, body, r.errors, r.warnings))
     return out
 
 
 def _combine(loaded: Iterable[_Loaded], files: int) -> DesiredState:
-    """:func:`source.combine` for plain bodies: every file sharing an id fails, naming the rest."""
-    loaded = list(loaded)
-    by_id: dict[str, list[str]] = defaultdict(list)
-    for path, declared, *_ in loaded:
-        if declared is not None:
-            by_id[declared].append(path)
-    models: dict[str, Desired] = {}
-    errors: list[Problem] = []
-    warnings: list[Problem] = []
-    invalid: dict[str, str] = {}
-    for path, declared, body, errs, warns in loaded:
-        errors.extend(errs)
-        warnings.extend(warns)
-        same = by_id.get(declared or "", [])
-        if len(same) > 1:
-            others = ", ".join(o for o in same if o != path)
-            errors.append(Problem(path, f"id {declared!r} is also declared in {others}", "id"))
-            invalid[declared or ""] = path
-        elif body is not None:
-            models[body["id"]] = Desired(body, path)
-        elif declared is not None:
-            invalid[declared] = path
+    """:func:`source.combine` for plain bodies."""
+    valid, errors, warnings, invalid = source.check_ids(list(loaded), lambda r: r.body is not None)
+    models = {r.body["id"]: Desired(r.body, r.path) for r in valid if r.body is not None}
     return DesiredState(models, tuple(errors), tuple(warnings), invalid, files)
 
 

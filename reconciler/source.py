@@ -14,10 +14,10 @@ import re
 import time
 import tomllib
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, TypeVar
 
 from pydantic import ValidationError
 
@@ -130,14 +130,26 @@ def load_dir(
     return combine(results)
 
 
-def combine(results: Iterable[FileResult]) -> LoadResult:
-    """Join per-file results into one desired state, failing every file that shares an id."""
-    results = list(results)
-    by_id: dict[str, list[FileResult]] = defaultdict(list)
+class _Loaded(Protocol):
+    path: str
+    declared_id: str | None
+    errors: tuple[Problem, ...]
+    warnings: tuple[Problem, ...]
+
+
+L = TypeVar("L", bound=_Loaded)
+
+
+def check_ids(
+    results: Sequence[L], is_valid: Callable[[L], bool]
+) -> tuple[list[L], list[Problem], list[Problem], dict[str, str]]:
+    """The cross-file check, for any per-file record: files sharing an id all fail, naming
+    each other. Returns the valid records, every error and warning, and failed ids -> file."""
+    by_id: dict[str, list[L]] = defaultdict(list)
     for r in results:
         if r.declared_id is not None:
             by_id[r.declared_id].append(r)
-    models: dict[str, ModelFile] = {}
+    valid: list[L] = []
     errors: list[Problem] = []
     warnings: list[Problem] = []
     invalid: dict[str, str] = {}
@@ -151,10 +163,18 @@ def combine(results: Iterable[FileResult]) -> LoadResult:
                 Problem(r.path, f"id {r.declared_id!r} is also declared in {others}", "id")
             )
             invalid[r.declared_id or ""] = r.path
-        elif r.definition is not None:
-            models[r.definition.id] = ModelFile(r.path, r.definition)
+        elif is_valid(r):
+            valid.append(r)
         elif r.declared_id is not None:
             invalid[r.declared_id] = r.path
+    return valid, errors, warnings, invalid
+
+
+def combine(results: Iterable[FileResult]) -> LoadResult:
+    """Join per-file results into one desired state, failing every file that shares an id."""
+    results = list(results)
+    valid, errors, warnings, invalid = check_ids(results, lambda r: r.definition is not None)
+    models = {r.definition.id: ModelFile(r.path, r.definition) for r in valid if r.definition}
     return LoadResult(models, tuple(errors), tuple(warnings), invalid, len(results))
 
 
