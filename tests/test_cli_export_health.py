@@ -11,12 +11,12 @@ from typing import Any
 
 import httpx
 import pytest
+from helpers import API, minimal
 
 from reconciler import source
 from reconciler.server.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
-API = "/api/v1/llm/models/registry"
 SECRET_KEY = "sk-live-export-test-0001"
 SECRET_BEARER = "Bearer proxy-export-test-0002"
 SECRET_VARS = {
@@ -29,20 +29,6 @@ def shipped() -> dict[str, dict[str, Any]]:
     loaded = source.load_dir(REPO / "models.d")
     assert loaded.ok and len(loaded.models) >= 6
     return {i: m.definition.to_api() for i, m in loaded.models.items()}
-
-
-def minimal(model_id: str, **fields: Any) -> dict[str, Any]:
-    return {
-        "id": model_id,
-        "provider": "openai-compatible",
-        "modelId": "m",
-        "apiFormat": "responses",
-        "created": 1704067200,
-        "auth": {"type": "none"},
-        "capabilities": {"modalities": {"input": ["text"], "output": ["text"]}, "reasoning": False},
-        "contextWindow": 8192,
-        **fields,
-    }
 
 
 def secret_models() -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import minimal
 
 from reconciler import export, source
 from reconciler.spec import Definition, Entry
@@ -24,20 +25,6 @@ def entry(body: dict[str, Any], **extra: Any) -> Entry:
     definition = {**body, "source": extra.get("source", "database")}
     definition["immutable"] = extra.get("immutable", False)
     return Entry(id=body["id"], definition=definition, **extra)
-
-
-def minimal(model_id: str, **fields: Any) -> dict[str, Any]:
-    return {
-        "id": model_id,
-        "provider": "openai",
-        "modelId": "m",
-        "apiFormat": "responses",
-        "created": 1704067200,
-        "auth": {"type": "none"},
-        "capabilities": {"modalities": {"input": ["text"], "output": ["text"]}, "reasoning": False},
-        "contextWindow": 8192,
-        **fields,
-    }
 
 
 def load_text(text: str, env: dict[str, str] | None = None, tmp: Path | None = None) -> Any:

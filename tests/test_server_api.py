@@ -7,10 +7,10 @@ import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 import pytest
+from helpers import API, item, minimal
 from starlette.applications import Starlette
 
 from reconciler.server import Faults, Store, create_app
@@ -18,7 +18,6 @@ from reconciler.server import Faults, Store, create_app
 pytestmark = pytest.mark.anyio
 
 SEED = json.loads((Path(__file__).parent / "data" / "seed_entry.json").read_text())
-API = "/api/v1/llm/models/registry"
 KEY = "test-key"
 
 
@@ -26,24 +25,6 @@ def seed_body() -> dict[str, Any]:
     body = copy.deepcopy(SEED["definition"])
     del body["source"], body["immutable"]
     return body
-
-
-def minimal(model_id: str = "meetkai:min", **extra: Any) -> dict[str, Any]:
-    return {
-        "id": model_id,
-        "provider": "openai-compatible",
-        "modelId": model_id.split(":")[-1],
-        "apiFormat": "completions",
-        "created": 1704067200,
-        "auth": {"type": "none"},
-        "capabilities": {"modalities": {"input": ["text"], "output": ["text"]}, "reasoning": False},
-        "contextWindow": 8192,
-        **extra,
-    }
-
-
-def item(model_id: str) -> str:
-    return f"{API}/{quote(model_id, safe='')}"
 
 
 @pytest.fixture

@@ -10,31 +10,11 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 import pytest
 from conftest import REPO, RunningRegistry, Upstream, clean_env
-
-API = "/api/v1/llm/models/registry"
-
-
-def minimal(model_id: str = "meetkai:min", **extra: Any) -> dict[str, Any]:
-    return {
-        "id": model_id,
-        "provider": "openai-compatible",
-        "modelId": model_id.split(":")[-1],
-        "apiFormat": "completions",
-        "created": 1704067200,
-        "auth": {"type": "none"},
-        "capabilities": {"modalities": {"input": ["text"], "output": ["text"]}, "reasoning": False},
-        "contextWindow": 8192,
-        **extra,
-    }
-
-
-def item(model_id: str) -> str:
-    return f"{API}/{quote(model_id, safe='')}"
+from helpers import API, item, minimal
 
 
 def client_for(registry: RunningRegistry) -> httpx.Client:
