@@ -62,53 +62,17 @@ def validate(
     output: ValidateOutput = typer.Option(ValidateOutput.TEXT, "--output", "-o"),
 ) -> None:
     """Check every model file; exit 0 when all are valid, 1 otherwise. Changes nothing."""
-    result = source.load_dir(directory)
-    problems = sorted(
-        (*result.errors, *result.warnings), key=lambda p: (p.path, p.line or 0, p.severity)
-    )
-    if output is ValidateOutput.JSON:
-        print(
-            json.dumps(
-                {
-                    "valid": len(result.models),
-                    "files": result.files,
-                    "errors": [_problem_json(p) for p in result.errors],
-                    "warnings": [_problem_json(p) for p in result.warnings],
-                    "models": {i: m.path for i, m in sorted(result.models.items())},
-                },
-                indent=2,
-            )
-        )
-    elif output is ValidateOutput.GITHUB:
-        for p in problems:
-            print(_github_annotation(p))
-    else:
-        _print_validation(result, problems)
-    raise typer.Exit(EXIT_OK if result.ok else EXIT_ERROR)
-
-
-def _problem_json(p: source.Problem) -> dict[str, object]:
-    return {"file": p.path, "line": p.line, "field": p.field, "message": p.message}
-
-
-def _github_annotation(p: source.Problem) -> str:
-    # Workflow commands need %, CR and LF escaped in the message, and also , and : in properties.
-    def esc(text: str, prop: bool = False) -> str:
-        text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-        return text.replace(",", "%2C").replace(":", "%3A") if prop else text
-
-    props = [f"file={esc(p.path, True)}"]
-    if p.line:
-        props.append(f"line={p.line}")
-    if p.field:
-        props.append(f"title={esc(p.field, True)}")
-    return f"::{p.severity} {','.join(props)}::{esc(p.message)}"
-
-
-def _print_validation(result: source.LoadResult, problems: list[source.Problem]) -> None:
     from . import report
 
-    report.render_validation(_console(), result)
+    result = source.load_dir(directory)
+    if output is ValidateOutput.JSON:
+        print(json.dumps(report.validation_json(result), indent=2))
+    elif output is ValidateOutput.GITHUB:
+        for line in report.github_annotations(result):
+            print(line)
+    else:
+        report.render_validation(_console(), result)
+    raise typer.Exit(EXIT_OK if result.ok else EXIT_ERROR)
 
 
 # --- diff and sync ----------------------------------------------------------------------------

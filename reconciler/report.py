@@ -253,6 +253,36 @@ def problem_json(p: Problem) -> dict[str, Any]:
     return {"file": p.path, "line": p.line, "field": p.field, "message": p.message}
 
 
+def validation_json(load: LoadResult) -> dict[str, Any]:
+    """What ``validate --output json`` prints."""
+    return {
+        "valid": len(load.models),
+        "files": load.files,
+        "errors": [problem_json(p) for p in load.errors],
+        "warnings": [problem_json(p) for p in load.warnings],
+        "models": {i: m.path for i, m in sorted(load.models.items())},
+    }
+
+
+def github_annotations(load: LoadResult) -> list[str]:
+    """Every problem as a GitHub Actions workflow command, so a pull request shows it on its
+    line. %, CR and LF are escaped in the message; in properties also , and :."""
+
+    def esc(text: str, prop: bool = False) -> str:
+        text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+        return text.replace(",", "%2C").replace(":", "%3A") if prop else text
+
+    lines = []
+    for p in sorted((*load.errors, *load.warnings), key=lambda p: (p.path, p.line or 0)):
+        props = [f"file={esc(p.path, True)}"]
+        if p.line:
+            props.append(f"line={p.line}")
+        if p.field:
+            props.append(f"title={esc(p.field, True)}")
+        lines.append(f"::{p.severity} {','.join(props)}::{esc(p.message)}")
+    return lines
+
+
 def plan_json(
     plan: Plan,
     *,
