@@ -149,7 +149,7 @@ def render_plan(
 ) -> None:
     """Per model a field-level diff and the reason for each skip, then the summary line(s)."""
     if load is not None:
-        render_problems(console, load, warnings=False)
+        render_problems(console, load)
     failures = {o.id: o for o in outcomes if not o.ok}
     lines: list[Line] = []
     for change in plan.changes:

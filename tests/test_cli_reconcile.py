@@ -683,3 +683,15 @@ def test_no_progress_bar_when_piped(
     result = run_cli("sync", "--dir", str(many), env=registry.env())
     assert result.returncode == 0
     assert "syncing" not in result.stdout and "\x1b[" not in result.stdout
+
+
+def test_diff_shows_load_warnings_but_never_the_secret(
+    run_cli: Run, registry: RunningRegistry, models_dir: Path
+) -> None:
+    path = models_dir / "meetkai_team-vision.toml"
+    text = path.read_text().replace('type = "none"', 'type = "api-key"\nvalue = "sk-live-123"')
+    path.write_text(text)
+    result = run_cli("diff", "--dir", str(models_dir), env=registry.env())
+    assert result.returncode == 2, result.stderr
+    assert "warning" in result.stdout and "auth.value: inline secret" in result.stdout
+    assert "sk-live-123" not in result.stdout + result.stderr
