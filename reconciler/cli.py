@@ -7,6 +7,7 @@ registry unreachable or refusing the key), 2 ``diff`` found pending changes.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import sys
@@ -700,6 +701,11 @@ def registry_serve(
 
 def main() -> None:
     """Console-script entry point."""
+    # What the imports built lives as long as the process: freeze it out of the collector's
+    # view, and collect young objects less often. A no-op sync of 1,000 files spends ~15% of
+    # its time in full collections otherwise; memory stays bounded (the bench checks it).
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
     app(prog_name="reconciler")
 
 

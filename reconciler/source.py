@@ -213,7 +213,10 @@ def load_file(
 
     declared = data.get("id") if isinstance(data.get("id"), str) else None
     raw = data
-    data, missing = _substitute(raw, os.environ if env is None else env)
+    # Most files hold no placeholder: skip rebuilding every table for them.
+    data, missing = (
+        _substitute(raw, os.environ if env is None else env) if "${" in text else (raw, [])
+    )
     if missing:
         return FileResult(
             shown,
