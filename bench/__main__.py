@@ -12,10 +12,12 @@ from bench.reconcile import LATENCY_MS, Row, print_table, run
 
 
 def registry_list_rows() -> list[Row]:
-    """bench/registry_list.py as a process; its median list time as a row."""
-    script = Path(__file__).with_name("registry_list.py")
+    """bench.registry_list as a process; its median list time as a row."""
     result = subprocess.run(
-        [sys.executable, str(script), "--runs", "5"], capture_output=True, text=True
+        [sys.executable, "-m", "bench.registry_list", "--runs", "5"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
     )
     found = re.search(r"GET list \(answer received\)\s+([\d.]+) ms", result.stdout)
     if result.returncode or not found:

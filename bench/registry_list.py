@@ -2,7 +2,7 @@
 
 Fills a fresh SQLite file through the server's store (the fast path), starts
 ``reconciler registry serve`` on it, times ``GET /api/v1/llm/models/registry`` from a client and
-prints the figures. Run: ``.venv/bin/python bench/registry_list.py [--entries N] [--runs N]``.
+prints the figures. Run: ``.venv/bin/python -m bench.registry_list [--entries N] [--runs N]``.
 """
 
 from __future__ import annotations
@@ -21,32 +21,11 @@ from pathlib import Path
 
 import httpx
 
+from bench.reconcile import definition
 from reconciler.server.app import make_entry
 from reconciler.server.store import Store
 
 API = "/api/v1/llm/models/registry"
-
-
-def definition(i: int) -> dict[str, object]:
-    return {
-        "id": f"meetkai:bench-{i:05d}",
-        "provider": "openai-compatible",
-        "modelId": f"bench-{i:05d}",
-        "displayName": f"Bench model {i}",
-        "baseUrl": "https://models.example.com/v1",
-        "apiFormat": "responses",
-        "created": 1704067200,
-        "auth": {"type": "api-key", "envVar": "CUSTOM_MODEL_API_KEY"},
-        "capabilities": {
-            "modalities": {"input": ["text"], "output": ["text"]},
-            "reasoning": True,
-            "supportsTemperature": True,
-        },
-        "contextWindow": 131072,
-        "rpm": 120,
-        "defaultParams": {"temperature": 0.2, "topP": 0.95},
-        "healthCheck": {"url": "https://models.example.com/health", "method": "GET"},
-    }
 
 
 def free_port() -> int:

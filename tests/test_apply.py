@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from helpers import minimal
 
 from reconciler.apply import Outcome, apply_plan, check_health, patch_body
 from reconciler.plan import Action, Change, FieldChange, FieldOp, Plan
@@ -40,18 +41,7 @@ class RecordedSleep:
 
 
 def body(model_id: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "id": model_id,
-        "provider": "openai-compatible",
-        "modelId": model_id.split(":")[-1],
-        "apiFormat": "responses",
-        "created": 1704067200,
-        "auth": {"type": "none"},
-        "capabilities": {"modalities": {"input": ["text"], "output": ["text"]}, "reasoning": False},
-        "contextWindow": 8192,
-        "healthCheck": {"mode": "off"},
-        **extra,
-    }
+    return minimal(model_id, **{"healthCheck": {"mode": "off"}, **extra})
 
 
 def create(model_id: str, **extra: Any) -> Change:
