@@ -1,0 +1,121 @@
+"""``reconciler watch``: the daemon (sync at start, on file changes and on a timer)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .common import (
+    ConcurrencyOpt,
+    ConfigOpt,
+    DirOpt,
+    ForceOpt,
+    MaxDeletesOpt,
+    OnBehalfOfOpt,
+    OwnsOpt,
+    PruneOpt,
+    RegistryUrlOpt,
+    RpsOpt,
+    TimeoutOpt,
+    UpdateMethod,
+    UpdateMethodOpt,
+    console,
+    fail,
+    load_file_config,
+    load_settings,
+)
+
+
+class LogFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+def watch(
+    directory: DirOpt = Path("models.d"),
+    registry_url: RegistryUrlOpt = None,
+    on_behalf_of: OnBehalfOfOpt = None,
+    config: ConfigOpt = None,
+    prune: PruneOpt = False,
+    owns: OwnsOpt = None,
+    max_deletes: MaxDeletesOpt = 5,
+    force: ForceOpt = False,
+    concurrency: ConcurrencyOpt = 4,
+    rps: RpsOpt = None,
+    timeout: TimeoutOpt = 10.0,
+    update_method: UpdateMethodOpt = UpdateMethod.ADD,
+    resync_interval: Annotated[
+        float,
+        typer.Option("--resync-interval", min=0.1, help="Seconds between full resyncs (jittered)."),
+    ] = 60.0,
+    health_interval: Annotated[
+        float,
+        typer.Option(
+            "--health-interval", min=0, help="Seconds between health rounds; 0 turns them off."
+        ),
+    ] = 60.0,
+    health_concurrency: Annotated[
+        int, typer.Option("--health-concurrency", min=1, help="Health checks in flight at once.")
+    ] = 4,
+    prune_grace: Annotated[
+        float,
+        typer.Option(
+            "--prune-grace", min=0, help="Seconds a file must stay away before its model goes."
+        ),
+    ] = 5.0,
+    listen: Annotated[
+        str,
+        typer.Option("--listen", help="HOST:PORT for /healthz, /readyz, /metrics, /status."),
+    ] = "127.0.0.1:9180",
+    log_format: Annotated[LogFormat, typer.Option("--log-format")] = LogFormat.TEXT,
+    shutdown_timeout: Annotated[
+        float,
+        typer.Option(
+            "--shutdown-timeout", min=0, help="Seconds to finish writes in flight on SIGTERM."
+        ),
+    ] = 10.0,
+) -> None:
+    """Run as a daemon: sync at start, on every file change and on a timer; serve status."""
+    from .. import daemon, reconcile
+    from ..daemon.state import parse_listen
+    from ..server.run import bind
+
+    err = console(stderr=True)
+    file_config = load_file_config(err, config)
+    settings = load_settings(err)
+    try:
+        prune_opts = reconcile.prune_options(
+            prune, owns or (), file_config, max_deletes=max_deletes, force=force
+        )
+        target = reconcile.resolve_target(
+            settings, file_config, registry_url=registry_url, on_behalf_of=on_behalf_of
+        )
+        host, port = parse_listen(listen)
+    except (reconcile.SetupError, ValueError) as exc:
+        fail(err, str(exc))
+    try:
+        sock = bind(host, port)
+    except OSError as exc:
+        fail(err, f"cannot listen on {listen}: {exc.strerror or exc}")
+    options = daemon.Options(
+        directory=directory,
+        prune=prune_opts,
+        ignore=file_config.ignore_rules(),
+        resync_interval=resync_interval,
+        health_interval=health_interval,
+        prune_grace=prune_grace,
+        concurrency=concurrency,
+        health_concurrency=health_concurrency,
+        update_method=update_method.value,
+        shutdown_timeout=shutdown_timeout,
+    )
+    try:
+        code = daemon.run(
+            options, target, listen=sock, log_format=log_format.value, timeout=timeout, rps=rps
+        )
+    finally:
+        sock.close()
+    raise typer.Exit(code)
