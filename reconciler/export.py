@@ -23,7 +23,15 @@ import tomli_w
 from pydantic import ValidationError
 
 from . import source
-from .spec import SERVER_MANAGED_KEYS, Definition, Entry, describe_loc, format_path, safe_file_stem
+from .spec import (
+    SERVER_MANAGED_KEYS,
+    Definition,
+    Entry,
+    describe_loc,
+    format_path,
+    safe_file_stem,
+    value_hint,
+)
 
 SUFFIX = ".toml"
 
@@ -188,6 +196,8 @@ def definition_body(entry: Entry) -> tuple[dict[str, Any] | None, str]:
         for e in exc.errors(include_url=False):
             where, _ = describe_loc(tuple(e["loc"]))
             what = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+            hint = value_hint(e)
+            what += f"; {hint}" if hint else ""
             # Only the location and pydantic's message: the input may be a secret.
             details.append(f"{where}: {what}" if where else what)
         return None, "the schema rejects its definition: " + "; ".join(details)

@@ -4,7 +4,8 @@ Python attributes are snake_case; every field has its camelCase API name as alia
 models are dumped with ``by_alias=True, exclude_unset=True`` so that a file read and written
 back says what the file said. Unknown keys are errors (a silently ignored typo is how a GitOps
 tool lies), and :func:`describe_loc` turns pydantic's error locations into the path a user
-wrote plus the keys that were allowed there, for "did you mean" hints.
+wrote plus the keys that were allowed there, for "did you mean" hints; :func:`value_hint` does
+the same for a value that misses an enum. The enums and nested blocks live in ``blocks``.
 """
 
 from __future__ import annotations
@@ -14,245 +15,59 @@ import hashlib
 import re
 import types
 import typing
-from enum import StrEnum
+from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import (
-    AfterValidator,
-    AnyUrl,
-    BaseModel,
-    ConfigDict,
-    Discriminator,
-    Field,
-    Tag,
-    TypeAdapter,
-)
-from pydantic.alias_generators import to_camel
+from pydantic import BaseModel, ConfigDict, Field, Tag
 
-MAX_SAFE_INTEGER = 9007199254740991
+from .blocks import (
+    HEALTH_CHECK_MODES,
+    MAX_SAFE_INTEGER,
+    ApiFormat,
+    ApiFormatField,
+    ApiKeyAuth,
+    ApiProviderType,
+    Auth,
+    Capabilities,
+    CompositeAuth,
+    CustomHeadersAuth,
+    DefaultParams,
+    EmbeddingLimits,
+    HealthCheck,
+    HttpProbeMethod,
+    LegacyHealthCheck,
+    Modality,
+    NoAuth,
+    RateLimit,
+    RateLimitScope,
+    RerouteRule,
+    SafeInt,
+    Spec,
+    Uri,
+)
+
+# The blocks are re-exported: callers import every schema name from here.
+__all__ = [
+    "MAX_SAFE_INTEGER",
+    "ApiFormat",
+    "ApiKeyAuth",
+    "ApiProviderType",
+    "CompositeAuth",
+    "CustomHeadersAuth",
+    "Definition",
+    "Entry",
+    "EntryHealth",
+    "HealthResult",
+    "HttpProbeMethod",
+    "LegacyHealthCheck",
+    "Modality",
+    "NoAuth",
+    "RateLimitScope",
+    "Spec",
+]
+
 SERVER_MANAGED_KEYS = frozenset({"source", "immutable"})
 REDACTED = "(redacted)"
-
-
-class Spec(BaseModel):
-    """Base of every schema model: camelCase aliases, unknown keys forbidden, no type coercion."""
-
-    # strict: "131072" is not an int and 1 is not true; a config file should say what it means.
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="forbid",
-        strict=True,
-        frozen=True,
-    )
-
-    def to_api(self) -> dict[str, Any]:
-        """The API's camelCase JSON, with only the fields that were set."""
-        return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
-
-
-_URL = TypeAdapter(AnyUrl)
-
-
-def _check_uri(value: str) -> str:
-    # Validate as a URL but keep the user's spelling: AnyUrl would add a trailing slash.
-    _URL.validate_python(value)
-    return value
-
-
-Uri = Annotated[str, AfterValidator(_check_uri)]
-SafeInt = Annotated[int, Field(gt=-MAX_SAFE_INTEGER, le=MAX_SAFE_INTEGER)]
-
-
-class ApiFormat(StrEnum):
-    RESPONSES = "responses"
-    COMPLETIONS = "completions"
-    EMBEDDINGS = "embeddings"
-    IMAGES = "images"
-    TRANSCRIPTIONS = "transcriptions"
-    TTS = "tts"
-
-
-class Modality(StrEnum):
-    TEXT = "text"
-    IMAGE = "image"
-    AUDIO = "audio"
-    VIDEO = "video"
-
-
-# Enums arrive as plain strings from TOML/JSON; strict mode would demand enum instances.
-ApiFormatField = Annotated[ApiFormat, Field(strict=False)]
-ModalityField = Annotated[Modality, Field(strict=False)]
-HttpProbeMethod = Literal["GET", "HEAD"]
-
-
-# --- auth -------------------------------------------------------------------------------------
-
-
-class ApiKeyAuth(Spec):
-    type: Literal["api-key"]
-    env_var: str | None = None
-    value: str | None = None
-    header_name: str | None = None
-
-
-class CustomHeadersAuth(Spec):
-    type: Literal["custom-headers"]
-    headers: dict[str, str]
-    env_vars: dict[str, str] | None = None
-
-
-class NoAuth(Spec):
-    type: Literal["none"]
-
-
-SimpleAuth = Annotated[ApiKeyAuth | CustomHeadersAuth | NoAuth, Field(discriminator="type")]
-
-
-class CompositeAuth(Spec):
-    type: Literal["composite"]
-    strategies: list[SimpleAuth] = Field(min_length=1)
-
-
-Auth = Annotated[
-    ApiKeyAuth | CustomHeadersAuth | NoAuth | CompositeAuth, Field(discriminator="type")
-]
-
-
-# --- capabilities -----------------------------------------------------------------------------
-
-
-class Modalities(Spec):
-    input: list[ModalityField]
-    output: list[ModalityField]
-
-
-class Resolution(Spec):
-    max_width: int
-    max_height: int
-
-
-class Capabilities(Spec):
-    modalities: Modalities
-    reasoning: bool
-    supports_temperature: bool | None = None
-    supports_top_p: bool | None = None
-    supports_completion_video_url_message: bool | None = None
-    supported_base64_formats: list[str] | None = None
-    max_image_resolution: Resolution | None = None
-    min_image_resolution: Resolution | None = None
-
-
-# --- optional blocks --------------------------------------------------------------------------
-
-
-class DefaultParams(Spec):
-    temperature: float | None = None
-    top_p: float | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-
-
-class InputModalityTrigger(Spec):
-    type: Literal["input-modality"]
-    modality: ModalityField
-
-
-class Base64InputTrigger(Spec):
-    type: Literal["base64-input"]
-
-
-class ContextExceededTrigger(Spec):
-    type: Literal["context-exceeded"]
-
-
-class ErrorFallbackTrigger(Spec):
-    type: Literal["error-fallback"]
-
-
-Trigger = Annotated[
-    InputModalityTrigger | Base64InputTrigger | ContextExceededTrigger | ErrorFallbackTrigger,
-    Field(discriminator="type"),
-]
-
-
-class RerouteRule(Spec):
-    trigger: Trigger
-    target_model_id: str
-    preserve_params: bool | None = None
-    log: bool | None = None
-
-
-class DimensionRange(Spec):
-    min: int
-    max: int
-    default: int
-
-
-class EmbeddingLimits(Spec):
-    max_batch_size: int | None = None
-    dimensions: int | DimensionRange | None = None
-
-
-class LegacyHealthCheck(Spec):
-    """The seed page's shape: probe a full URL."""
-
-    url: Uri
-    method: HttpProbeMethod | None = None
-
-
-class HealthCheckOff(Spec):
-    mode: Literal["off"]
-
-
-class PreflightHealthCheck(Spec):
-    mode: Literal["preflight"]
-    path: str
-    method: HttpProbeMethod | None = None
-    timeout_ms: int | None = None
-    cache_ttl_seconds: int | None = None
-
-
-class PeriodicHealthCheck(Spec):
-    mode: Literal["periodic"]
-    interval_seconds: int
-    path: str
-    method: HttpProbeMethod | None = None
-    timeout_ms: int | None = None
-
-
-def _health_check_tag(value: Any) -> str | None:
-    # The seed's {url, method} shape has no "mode"; later API versions discriminate on it.
-    if isinstance(value, dict):
-        return value.get("mode", "url")
-    if isinstance(value, BaseModel):
-        return getattr(value, "mode", "url")
-    return None
-
-
-HealthCheck = Annotated[
-    Annotated[LegacyHealthCheck, Tag("url")]
-    | Annotated[HealthCheckOff, Tag("off")]
-    | Annotated[PreflightHealthCheck, Tag("preflight")]
-    | Annotated[PeriodicHealthCheck, Tag("periodic")],
-    Discriminator(
-        _health_check_tag,
-        custom_error_type="invalid_health_check",
-        custom_error_message="healthCheck needs a url, or a mode of off, preflight or periodic",
-    ),
-]
-
-
-class RateLimitQueue(Spec):
-    max_depth: int
-    max_wait_ms: int
-
-
-class RateLimit(Spec):
-    scope: Literal["global", "org", "user", "apiKey", "externalUser"]
-    rpm: int
-    duration: int | None = None
-    queue: RateLimitQueue | None = None
 
 
 # --- the definition ---------------------------------------------------------------------------
@@ -261,26 +76,28 @@ class RateLimit(Spec):
 class Definition(Spec):
     """One model: the body of the registry's add call."""
 
-    id: str = Field(min_length=1)
-    provider: str = Field(min_length=1)
-    model_id: str = Field(min_length=1)
+    id: str = Field(min_length=1, description="Registry id, e.g. meetkai:my-custom-chat-v1.")
+    provider: str = Field(min_length=1, description="Upstream provider, e.g. openai, azure.")
+    model_id: str = Field(min_length=1, description="The upstream provider's model name.")
     api_format: ApiFormatField
-    created: int = Field(ge=0, le=MAX_SAFE_INTEGER)
+    created: int = Field(ge=0, le=MAX_SAFE_INTEGER, description="Unix seconds.")
     auth: Auth
     capabilities: Capabilities
-    context_window: SafeInt
-    public_name: str | None = None
-    aliases: list[str] | None = None
+    context_window: SafeInt = Field(description="Context window in tokens.")
+    public_name: str | None = Field(None, description="Name clients use (page only, not SDK).")
+    aliases: list[str] | None = Field(None, description="More names (page only, not SDK).")
     display_name: str | None = None
-    base_url: Uri | None = None
-    rpm: SafeInt | None = None
+    base_url: Uri | None = Field(None, description="Base URL of the upstream API.")
+    rpm: SafeInt | None = Field(None, description="Requests per minute.")
     default_params: DefaultParams | None = None
     reroute_rules: list[RerouteRule] | None = None
-    hidden: bool | None = None
+    hidden: bool | None = Field(None, description="Leave the model out of model lists.")
     embedding_limits: EmbeddingLimits | None = None
     health_check: HealthCheck | None = None
     rate_limits: list[RateLimit] | None = None
-    api_provider_type: str | None = None
+    api_provider_type: Annotated[ApiProviderType, Field(strict=False)] | None = Field(
+        None, description="The gateway's client for the provider (optional on the page)."
+    )
 
 
 # --- registry entries (what list/get/add/update answer) ----------------------------------------
@@ -427,6 +244,51 @@ def suggest(key: str, known: typing.Iterable[str]) -> str | None:
         return lowered[key.lower()]
     match = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
     return match[0] if match else None
+
+
+def _squash(text: str) -> str:
+    return re.sub(r"[-_\s]", "", text.lower())
+
+
+def suggest_value(value: str, known: Iterable[str]) -> str | None:
+    """The allowed value a wrong one was probably meant to be: the same but for case or dashes
+    (``meetkai-gateway``), an allowed value it extends (``azure-openai`` -> ``azure``), or a
+    close spelling."""
+    known = list(known)
+    squashed = _squash(value)
+    for k in known:
+        if _squash(k) == squashed:
+            return k
+    extended = [k for k in known if len(_squash(k)) >= 3 and squashed.startswith(_squash(k))]
+    if extended:
+        return max(extended, key=len)
+    return suggest(value, known)
+
+
+_QUOTED = re.compile(r"'([^']*)'")
+
+
+def allowed_values(error: Mapping[str, Any]) -> tuple[list[str], Any]:
+    """For a pydantic error about an enum or a union tag: the allowed values and the one given."""
+    kind, ctx = error["type"], error.get("ctx") or {}
+    if kind in ("enum", "literal_error"):
+        return _QUOTED.findall(str(ctx.get("expected", ""))), error.get("input")
+    if kind == "union_tag_invalid":
+        return _QUOTED.findall(str(ctx.get("expected_tags", ""))), ctx.get("tag")
+    if kind == "invalid_health_check":
+        given = error.get("input")
+        return list(HEALTH_CHECK_MODES), given.get("mode") if isinstance(given, Mapping) else None
+    return [], None
+
+
+def value_hint(error: Mapping[str, Any]) -> str | None:
+    """``did you mean 'azure'?`` for a near miss of an enum value or union tag, else None.
+    Needs the error's input (``errors(include_input=True)``); the hint names only allowed values."""
+    known, given = allowed_values(error)
+    if not known or not isinstance(given, str):
+        return None
+    match = suggest_value(given, known)
+    return f"did you mean {match!r}?" if match and match != given else None
 
 
 _UNSAFE_IN_NAME = re.compile(r"[^A-Za-z0-9._-]+")

@@ -20,10 +20,33 @@ from typing import Any
 
 import httpx
 import pytest
+from sdk_check import recorded_problems
+
+from reconciler.server.record import RECORD_ENV
 
 REPO = Path(__file__).resolve().parent.parent
 API_PREFIX = "/api/v1/llm/models/registry"
 START_DEADLINE = 15.0
+
+
+@pytest.fixture(autouse=True)
+def registry_calls(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
+    """Every test's registry calls, checked against the official SDK's models at teardown.
+
+    Every local registry the test starts (in-process or as a subprocess, which inherits the
+    environment) appends its calls to this file; the add/update bodies the reconciler sent and
+    every 2xx answer must then pass ``sdk_check``, or the test errors at teardown.
+    """
+    path = tmp_path_factory.mktemp("calls") / "calls.jsonl"
+    monkeypatch.setenv(RECORD_ENV, str(path))
+    yield path
+    problems = recorded_problems(path)
+    if problems:
+        pytest.fail(
+            "the official SDK's models reject what the registry saw:\n" + "\n".join(problems)
+        )
 
 
 def clean_env() -> dict[str, str]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -41,9 +42,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..spec import SERVER_MANAGED_KEYS, Definition, describe_loc
+from ..spec import SERVER_MANAGED_KEYS, Definition, describe_loc, value_hint
 from .faults import Call, Control, Faults, Options
 from .probe import probe
+from .record import CALL_KEY, CallRecorder, record_path
 from .store import Store, dumps
 
 PREFIX = "/api/v1/llm/models/registry"
@@ -71,11 +73,13 @@ def error(status: int, kind: str, message: str, **extra: Any) -> JSONResponse:
 
 
 def validation_error(exc: ValidationError, what: str = "invalid model definition") -> JSONResponse:
-    # include_input=False: the input may be a credential (auth.value, custom header values).
-    details = [
-        {"loc": describe_loc(tuple(e["loc"]))[0], "msg": e["msg"], "type": e["type"]}
-        for e in exc.errors(include_input=False, include_url=False)
-    ]
+    """422 naming each field, with "did you mean" for a near-miss enum value. The input is never
+    echoed: it may be a credential (auth.value, custom header values)."""
+    details = []
+    for e in exc.errors(include_url=False):
+        hint = value_hint(e)
+        msg = f"{e['msg']}; {hint}" if hint else e["msg"]
+        details.append({"loc": describe_loc(tuple(e["loc"]))[0], "msg": msg, "type": e["type"]})
     first = f" ({details[0]['loc']}: {details[0]['msg']})" if details else ""
     message = f"{what}: {len(details)} error(s){first}"
     return error(422, "validation_error", message, details=details)
@@ -221,6 +225,7 @@ class Registry:
         if method not in routes:
             raise HTTPException(405, headers={"Allow": ", ".join(sorted(routes))})
         call, handler = routes[method]
+        setattr(request.state, CALL_KEY, call)  # for the CallRecorder
         return await self.guarded(call, handler, request, entry_id)
 
     async def guarded(
@@ -449,8 +454,10 @@ def create_app(
     add_defaults: bool = False,
     faults: Faults | None = None,
     immutable: Iterable[Mapping[str, Any]] = (),
+    record: str | os.PathLike[str] | None = None,
 ) -> Starlette:
-    """The registry app over ``store``; ``immutable`` bodies replace any stored YAML entries."""
+    """The registry app over ``store``; ``immutable`` bodies replace any stored YAML entries.
+    ``record`` (default ``$RECONCILER_RECORD_CALLS``) is a file every call is logged to."""
     if not api_key:
         raise ValueError("an API key is required")
     entries = []
@@ -469,7 +476,11 @@ def create_app(
             Route(PREFIX + "{rest:path}", registry.dispatch, methods=ALL_METHODS),
             Route(CONTROL_PATH, registry.control_route, methods=["GET", "POST"]),
         ],
-        middleware=[Middleware(AccessLog), Middleware(BearerAuth, api_key=api_key)],
+        middleware=[
+            Middleware(AccessLog),
+            Middleware(BearerAuth, api_key=api_key),
+            Middleware(CallRecorder, path=record_path(record)),
+        ],
         exception_handlers={HTTPException: _http_error},
     )
     app.state.store = store
