@@ -73,6 +73,8 @@ def test_required_reasoning_and_modalities_are_named_with_their_path() -> None:
         ({"aliases": "x"}, ("aliases", "list_type")),
         ({"auth": {"type": "oauth"}}, ("auth", "union_tag_invalid")),
         ({"healthCheck": {"mode": "sometimes"}}, ("healthCheck", "invalid_health_check")),
+        ({"apiProviderType": "azure-openai"}, ("apiProviderType", "enum")),
+        ({"rateLimits": [{"scope": "team", "rpm": 1}]}, ("rateLimits[0].scope", "enum")),
     ],
 )
 def test_wrong_types_and_bad_enums(patch: dict[str, Any], expected: tuple[str, str]) -> None:
@@ -139,7 +141,12 @@ def full_body() -> dict[str, Any]:
             {"trigger": {"type": "error-fallback"}, "targetModelId": "z", "preserveParams": False},
         ],
         "embeddingLimits": {"maxBatchSize": 16, "dimensions": {"min": 1, "max": 8, "default": 4}},
-        "healthCheck": {"mode": "periodic", "intervalSeconds": 30, "path": "/h"},
+        "healthCheck": {
+            "mode": "periodic",
+            "intervalSeconds": 30,
+            "path": "/h",
+            "cacheTtlSeconds": 5,
+        },
         "rateLimits": [
             {"scope": "apiKey", "rpm": 5, "duration": 60, "queue": {"maxDepth": 1, "maxWaitMs": 9}}
         ],
