@@ -36,6 +36,8 @@ class Spec(BaseModel):
         extra="forbid",
         strict=True,
         frozen=True,
+        # JSON Schema titles in the file's own spelling ("envVar", not "Envvar").
+        field_title_generator=lambda name, field: field.alias or to_camel(name),
     )
 
     def to_api(self) -> dict[str, Any]:
@@ -167,15 +169,15 @@ Auth = Annotated[
 class Modalities(Spec):
     """What the model reads and writes."""
 
-    input: list[ModalityField]
-    output: list[ModalityField]
+    input: list[ModalityField] = Field(description="Modalities the model reads.")
+    output: list[ModalityField] = Field(description="Modalities the model writes.")
 
 
 class Resolution(Spec):
     """An image size bound in pixels."""
 
-    max_width: int
-    max_height: int
+    max_width: int = Field(description="Width in pixels.")
+    max_height: int = Field(description="Height in pixels.")
 
 
 class Capabilities(Spec):
@@ -183,14 +185,16 @@ class Capabilities(Spec):
 
     modalities: Modalities
     reasoning: bool = Field(description="Whether the model reasons before answering.")
-    supports_temperature: bool | None = None
-    supports_top_p: bool | None = None
-    supports_completion_video_url_message: bool | None = None
+    supports_temperature: bool | None = Field(None, description="Accepts a temperature.")
+    supports_top_p: bool | None = Field(None, description="Accepts top_p.")
+    supports_completion_video_url_message: bool | None = Field(
+        None, description="Accepts video URLs in completions messages."
+    )
     supported_base64_formats: list[str] | None = Field(
         None, description="Image formats accepted inline as base64 (png, jpeg, ...)."
     )
-    max_image_resolution: Resolution | None = None
-    min_image_resolution: Resolution | None = None
+    max_image_resolution: Resolution | None = Field(None, description="Largest image accepted.")
+    min_image_resolution: Resolution | None = Field(None, description="Smallest image accepted.")
 
 
 # --- optional blocks --------------------------------------------------------------------------
@@ -199,10 +203,10 @@ class Capabilities(Spec):
 class DefaultParams(Spec):
     """Sampling parameters applied when a request leaves them out."""
 
-    temperature: float | None = None
-    top_p: float | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
+    temperature: float | None = Field(None, description="Default temperature.")
+    top_p: float | None = Field(None, description="Default top_p.")
+    presence_penalty: float | None = Field(None, description="Default presence penalty.")
+    frequency_penalty: float | None = Field(None, description="Default frequency penalty.")
 
 
 class InputModalityTrigger(Spec):
@@ -241,16 +245,16 @@ class RerouteRule(Spec):
 
     trigger: Trigger
     target_model_id: str = Field(description="Registry id of the model to reroute to.")
-    preserve_params: bool | None = None
-    log: bool | None = None
+    preserve_params: bool | None = Field(None, description="Keep the request's parameters.")
+    log: bool | None = Field(None, description="Log each reroute.")
 
 
 class DimensionRange(Spec):
     """Output dimensions a caller may choose."""
 
-    min: int
-    max: int
-    default: int
+    min: int = Field(description="Fewest dimensions.")
+    max: int = Field(description="Most dimensions.")
+    default: int = Field(description="Dimensions when the request names none.")
 
 
 class EmbeddingLimits(Spec):
@@ -281,19 +285,19 @@ class PreflightHealthCheck(Spec):
     mode: Literal["preflight"]
     path: str = Field(description="Path under baseUrl to probe.")
     method: ProbeMethodField | None = None
-    timeout_ms: int | None = None
-    cache_ttl_seconds: int | None = None
+    timeout_ms: int | None = Field(None, description="Probe timeout in milliseconds.")
+    cache_ttl_seconds: int | None = Field(None, description="How long a result is reused.")
 
 
 class PeriodicHealthCheck(Spec):
     """Probe on a fixed interval."""
 
     mode: Literal["periodic"]
-    interval_seconds: int
+    interval_seconds: int = Field(description="Seconds between probes.")
     path: str = Field(description="Path under baseUrl to probe.")
     method: ProbeMethodField | None = None
-    timeout_ms: int | None = None
-    cache_ttl_seconds: int | None = None
+    timeout_ms: int | None = Field(None, description="Probe timeout in milliseconds.")
+    cache_ttl_seconds: int | None = Field(None, description="How long a result is reused.")
 
 
 def _health_check_tag(value: Any) -> str | None:
@@ -324,14 +328,14 @@ HealthCheck = Annotated[
 class RateLimitQueue(Spec):
     """Queue requests over the limit instead of refusing them."""
 
-    max_depth: int
-    max_wait_ms: int
+    max_depth: int = Field(description="Most requests waiting.")
+    max_wait_ms: int = Field(description="Longest wait in milliseconds.")
 
 
 class RateLimit(Spec):
     """A requests-per-minute budget shared by one scope."""
 
-    scope: Annotated[RateLimitScope, Field(strict=False)]
-    rpm: int
+    scope: Annotated[RateLimitScope, Field(strict=False, description="Who shares the budget.")]
+    rpm: int = Field(description="Requests per minute.")
     duration: int | None = Field(None, description="Window length in seconds.")
     queue: RateLimitQueue | None = None

@@ -86,15 +86,19 @@ class Definition(Spec):
     context_window: SafeInt = Field(description="Context window in tokens.")
     public_name: str | None = Field(None, description="Name clients use (page only, not SDK).")
     aliases: list[str] | None = Field(None, description="More names (page only, not SDK).")
-    display_name: str | None = None
+    display_name: str | None = Field(None, description="Human-readable name.")
     base_url: Uri | None = Field(None, description="Base URL of the upstream API.")
     rpm: SafeInt | None = Field(None, description="Requests per minute.")
     default_params: DefaultParams | None = None
-    reroute_rules: list[RerouteRule] | None = None
+    reroute_rules: list[RerouteRule] | None = Field(
+        None, description="Where to send a request instead, in order."
+    )
     hidden: bool | None = Field(None, description="Leave the model out of model lists.")
     embedding_limits: EmbeddingLimits | None = None
-    health_check: HealthCheck | None = None
-    rate_limits: list[RateLimit] | None = None
+    health_check: HealthCheck | None = Field(
+        None, description="How the gateway checks the model: {url, method} or a mode."
+    )
+    rate_limits: list[RateLimit] | None = Field(None, description="Budgets by scope.")
     api_provider_type: Annotated[ApiProviderType, Field(strict=False)] | None = Field(
         None, description="The gateway's client for the provider (optional on the page)."
     )

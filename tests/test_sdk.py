@@ -119,6 +119,21 @@ def test_the_definition_has_the_sdk_fields_plus_the_pages() -> None:
     assert aliases(sdk.UpdateRegistryModelRequest) == ours - {"id", "publicName", "aliases"}
 
 
+@pytest.mark.parametrize(
+    ("ours", "theirs"),
+    [
+        (spec.Entry, sdk.RegistryModelResponse),
+        (spec.EntryHealth, sdk.Health),
+        (spec.HealthResult, sdk.HealthCheckResponse),
+    ],
+    ids=lambda m: m.__name__,
+)
+def test_the_client_reads_the_sdk_answer_fields(
+    ours: type[BaseModel], theirs: type[BaseModel]
+) -> None:
+    assert aliases(ours) == aliases(theirs)
+
+
 # --- bodies -------------------------------------------------------------------------------------
 
 
