@@ -17,7 +17,7 @@ from typing import Any, Literal, get_args
 import httpx
 import pytest
 from conftest import REPO, RunningRegistry
-from helpers import minimal
+from helpers import API, item, minimal
 from meetkai_mka1 import models as sdk
 from pydantic import BaseModel
 from sdk_check import answer_problems, recorded_problems, request_problems
@@ -224,25 +224,36 @@ def test_enum_misses_are_errors_with_did_you_mean(
     assert problems[0].message.endswith(f"did you mean {hint!r}?"), problems[0].message
 
 
-async def _post(app: Any, body: dict[str, Any]) -> httpx.Response:
+async def _send(app: Any, method: str, path: str, body: dict[str, Any]) -> httpx.Response:
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app),
         base_url="http://registry",
         headers={"Authorization": f"Bearer {KEY}"},
     ) as client:
-        return await client.post("/api/v1/llm/models/registry", json=body)
+        return await client.request(method, path, json=body)
 
 
 def test_the_local_registry_answers_422_naming_the_field_and_the_likely_value() -> None:
     app = create_app(Store(), KEY)
     body = minimal("meetkai:x", apiProviderType="azure-openai")
-    response = asyncio.run(_post(app, body))
+    response = asyncio.run(_send(app, "POST", API, body))
     assert response.status_code == 422
     error = response.json()["error"]
     assert [d["loc"] for d in error["details"]] == ["apiProviderType"]
     assert error["details"][0]["msg"].endswith("did you mean 'azure'?")
     assert "apiProviderType" in error["message"] and "did you mean 'azure'?" in error["message"]
     assert "azure-openai" not in response.text  # the input is never echoed back
+
+
+def test_an_update_with_an_enum_miss_answers_422_with_the_path() -> None:
+    app = create_app(Store(), KEY)
+    assert asyncio.run(_send(app, "POST", API, minimal("meetkai:x"))).status_code == 200
+    patch = {"rateLimits": [{"scope": "apikey", "rpm": 1}]}
+    response = asyncio.run(_send(app, "PATCH", item("meetkai:x"), patch))
+    assert response.status_code == 422
+    [detail] = response.json()["error"]["details"]
+    assert detail["loc"] == "rateLimits[0].scope"
+    assert detail["msg"].endswith("did you mean 'apiKey'?")
 
 
 # --- the recording: every call, and it has teeth --------------------------------------------------
