@@ -1,7 +1,6 @@
 """Desired + live -> plan. Pure: no I/O, plain data in and out, tested with plain data.
 
-CONTRACT (filled in by the reconcile work, issue 4): the types below are the interface the
-drivers, apply, report and daemon code against. Keep them small and immutable (kopf's diffs.py).
+The types below are what drivers, apply, report and daemon code against: small and immutable.
 """
 
 from __future__ import annotations
@@ -77,6 +76,9 @@ class Plan(NamedTuple):
     prune_skipped: str | None = None
 
 
+_INVALID = "the file failed validation: nothing is written for this id"
+
+
 def make_plan(
     desired: Mapping[str, Desired],
     live: Iterable[Entry],
@@ -85,11 +87,13 @@ def make_plan(
     prune: PruneOptions | None = None,
     ignore: Sequence[IgnoreRule] = (),
     load_errors: int = 0,
+    live_complete: bool = True,
 ) -> Plan:
     """Compare desired models with live entries: one :class:`Change` per id, sorted by id.
 
     ``load_errors`` counts files that failed to load (some name no id at all): any of them, or
-    any id in ``invalid``, skips prune for the whole run.
+    any id in ``invalid``, skips prune for the whole run; so does ``live_complete=False`` (the
+    registry paged its list: what is missing from it may still exist).
     """
     invalid = invalid or {}
     live_by_id = {entry.id: entry for entry in live}
@@ -97,14 +101,7 @@ def make_plan(
     changes: list[Change] = []
 
     for model_id, file in invalid.items():
-        changes.append(
-            Change(
-                model_id,
-                Action.INVALID,
-                file,
-                reason="the file failed validation: nothing is written for this id",
-            )
-        )
+        changes.append(Change(model_id, Action.INVALID, file, reason=_INVALID))
 
     for model_id, want in desired.items():
         if model_id in invalid:
@@ -170,6 +167,11 @@ def make_plan(
             skipped = (
                 f"prune skipped: {failed} file(s) failed validation; "
                 "nothing is deleted until every file is valid"
+            )
+        elif not live_complete:
+            skipped = (
+                "prune skipped: the registry's list answer said has_more (it pages), so it is "
+                "not the whole registry and nothing is deleted from it"
             )
         elif not desired:
             skipped = (

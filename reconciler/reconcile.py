@@ -16,7 +16,7 @@ import httpx
 from . import source
 from .config import FileConfig, Settings
 from .plan import Desired, IgnoreRule, Plan, PruneOptions, make_plan
-from .registry import RegistryClient
+from .registry import Listing, RegistryClient
 from .source import LoadResult, Problem
 from .spec import Entry
 
@@ -214,7 +214,8 @@ def plan_for(
     prune: PruneOptions | None = None,
     ignore: Sequence[IgnoreRule] = (),
 ) -> Plan:
-    """Plan a desired state against live entries, every load failure fencing prune."""
+    """Plan a desired state against live entries, every load failure (and a list answer that
+    says it paged) fencing prune."""
     return make_plan(
         state.models,
         live,
@@ -222,6 +223,7 @@ def plan_for(
         prune=prune,
         ignore=ignore,
         load_errors=failed_files(state),
+        live_complete=not (isinstance(live, Listing) and live.has_more),
     )
 
 

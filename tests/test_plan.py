@@ -407,6 +407,20 @@ def test_prune_skipped_on_load_errors_without_an_id() -> None:
     assert plan.prune_skipped is not None and "1 file(s)" in plan.prune_skipped
 
 
+def test_prune_skipped_when_the_live_list_is_a_page() -> None:
+    # has_more: the registry pages, so an entry missing from the list may still exist.
+    live = [entry(body("meetkai:team-a")), entry(body("meetkai:team-gone"))]
+    plan = make_plan(desired(body("meetkai:team-b")), live, prune=OWNS, live_complete=False)
+    assert {c.id: c.action for c in plan.changes} == {"meetkai:team-b": Action.CREATE}
+    assert plan.prune_skipped is not None and "has_more" in plan.prune_skipped
+    # The same list, complete, prunes.
+    full = make_plan(desired(body("meetkai:team-b")), live, prune=OWNS)
+    assert [c.id for c in full.changes if c.action is Action.DELETE] == [
+        "meetkai:team-a",
+        "meetkai:team-gone",
+    ]
+
+
 def test_invalid_id_is_never_pruned() -> None:
     # Its file failed, but the model is still wanted: never a delete.
     live = [entry(body("meetkai:team-a")), entry(body("meetkai:team-bad"))]

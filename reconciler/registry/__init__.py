@@ -3,40 +3,58 @@
 Tests fake at the transport (``httpx.MockTransport`` / ``httpx.ASGITransport`` over the local
 registry app); time is faked through the injectable ``sleep`` and ``clock``.
 
-Retries: 429, 500, 502, 503, 504 and every transport error (refused, reset, timeout, protocol)
-are retried with the official SDK's backoff, honouring ``Retry-After``. Writes are retried too,
-because every write here is safe to repeat: add over an existing entry replaces it or answers 409
-(which :mod:`reconciler.apply` turns into a PATCH), PATCH sets the same fields again, and a DELETE
-that answers 404 *on a retry* counts as done (the earlier attempt deleted it before its answer
-was lost). A 404 on a DELETE's first attempt is still an error.
+Retries (policy in :mod:`reconciler.retry`): 429, 500, 502, 503, 504 and every transport error
+(refused, reset, timeout, protocol) are retried with the official SDK's backoff, honouring
+``Retry-After``, for 15 s per call. A connection refused or a name that does not resolve is
+retried for 3 s only, and the first retry after an answer (or at start) calls ``on_retry`` once
+with a one-line notice (the CLI prints it on stderr).
+
+Giving up together: one :class:`~reconciler.retry.Breaker` per client counts attempts that got
+no answer at all. After 8 in a row, or once a call spent its whole budget without one, it opens:
+calls not yet sent raise :class:`NotAttemptedError` at once ("not attempted: the registry
+stopped answering"), calls in backoff stop retrying and raise their last failure. Any answer
+closes it, as do :meth:`RegistryClient.reset` and 30 s passing. So a registry killed in the
+middle of a sync ends the run within seconds (refused) or one timeout plus the budget (hung).
+
+Writes are retried too, because every write here is safe to repeat: add over an existing entry
+replaces it or answers 409 (which :mod:`reconciler.apply` turns into a PATCH), PATCH sets the
+same fields again, and a DELETE that answers 404 *on a retry* counts as done (the earlier
+attempt deleted it before its answer was lost). A 404 on a DELETE's first attempt is still an
+error.
 """
 
 from __future__ import annotations
 
 import builtins
-import email.utils
-import errno
 import json
-import math
-import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, NoReturn
 from urllib.parse import quote
 
 import anyio
 import httpx
 from pydantic import ValidationError
 
-from .spec import Entry, HealthResult
+from ..spec import Entry, HealthResult
+from .errors import error_message, one_line, transport_cause
+from .retry import NO_RETRY, Breaker, Clock, RetryPolicy, Sleep, Spacer
+from .retry import retry_after as _retry_after
+
+__all__ = [
+    "NO_RETRY",
+    "AuthError",
+    "ConflictError",
+    "Listing",
+    "NotAttemptedError",
+    "RegistryClient",
+    "RegistryError",
+    "RetryPolicy",
+    "UnreachableError",
+]
 
 API_PREFIX = "/api/v1/llm/models/registry"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-MAX_MESSAGE = 300
-
-Sleep = Callable[[float], Awaitable[None]]
-Clock = Callable[[], float]
 
 
 def _version() -> str:
@@ -72,161 +90,19 @@ class UnreachableError(RegistryError):
     """No HTTP answer: connection refused, DNS, TLS, timeout, after retries."""
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """The official SDK's backoff: 0.5 s first wait, x1.5, 5 s cap, 15 s in all, plus jitter."""
+class NotAttemptedError(UnreachableError):
+    """The call was never sent: the registry had stopped answering the client's other calls."""
 
-    first_wait: float = 0.5
-    factor: float = 1.5
-    max_wait: float = 5.0
-    total: float = 15.0
-    jitter: float = 0.1  # each wait is stretched by up to this fraction, at random
-
-    def backoff(self, attempt: int) -> float:
-        """The wait before retry number ``attempt`` (0 = the first retry), jitter included."""
-        base = min(self.max_wait, self.first_wait * self.factor**attempt)
-        return base * (1 + random.uniform(0, self.jitter)) if self.jitter else base
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason  # the message without the call's name
 
 
-NO_RETRY = RetryPolicy(first_wait=0.0, total=0.0, jitter=0.0)
+class Listing(builtins.list[Entry]):
+    """The entries of a list answer; ``has_more`` is true when the registry says it paged, so
+    the list is not the whole registry (prune must not trust it)."""
 
-
-# --- error bodies -----------------------------------------------------------------------------
-
-
-def _one_line(text: str, limit: int = MAX_MESSAGE) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _issue_text(issue: Any) -> str:
-    """One validation issue (FastAPI ``{loc, msg}`` or Zod ``{path, message}``) as text."""
-    if not isinstance(issue, Mapping):
-        return str(issue)
-    loc = issue.get("loc", issue.get("path", issue.get("field")))
-    msg = issue.get("msg", issue.get("message", ""))
-    if isinstance(loc, list | tuple):
-        # FastAPI prefixes "body"; the user wrote the rest.
-        parts = [str(p) for p in loc if p != "body"]
-        loc = ".".join(parts)
-    return f"{loc}: {msg}" if loc else str(msg)
-
-
-def _issues(value: Any) -> list[str]:
-    if isinstance(value, list):
-        return [_issue_text(i) for i in value]
-    if isinstance(value, Mapping):
-        # {"field": "message"} or {"field": ["message", ...]}
-        return [
-            f"{k}: {'; '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in value.items()
-        ]
-    return []
-
-
-def error_message(response: httpx.Response) -> str:
-    """The server's message from an error answer, whatever shape the body has, on one line."""
-    try:
-        body = response.json()
-    except ValueError:
-        return _one_line(response.text) or response.reason_phrase
-    message: Any = None
-    issues: list[str] = []
-    if isinstance(body, Mapping):
-        error = body.get("error")
-        if isinstance(error, Mapping):
-            message = error.get("message")
-            for key in ("details", "errors", "issues", "fields"):
-                issues += _issues(error.get(key))
-        elif isinstance(error, str):
-            message = error
-        detail = body.get("detail")
-        if isinstance(detail, str):
-            message = message or detail
-        else:
-            issues += _issues(detail)
-        message = message or body.get("message")
-        for key in ("errors", "issues"):
-            issues += _issues(body.get(key))
-    if not message and not issues:
-        return _one_line(response.text) or response.reason_phrase
-    text = str(message or "invalid request")
-    if issues:
-        text += " (" + "; ".join(issues) + ")"
-    return _one_line(text)
-
-
-def _transport_cause(exc: httpx.TransportError, timeout: float) -> str:
-    """A short human cause for a transport error: what went wrong, not a traceback."""
-    text = str(exc)
-    lowered = text.lower()
-    if isinstance(exc, httpx.ConnectTimeout):
-        return "connection timed out"
-    if isinstance(exc, httpx.TimeoutException):
-        return f"no answer within {timeout:g} s"
-    if isinstance(exc, httpx.ConnectError):
-        # anyio wraps the OSError ("All connection attempts failed"): look down the chain.
-        refused = "refused" in lowered
-        cause: BaseException | None = exc
-        for _ in range(8):  # bounded: exception chains can loop
-            if cause is None or refused:
-                break
-            refused = getattr(cause, "errno", None) == errno.ECONNREFUSED
-            cause = cause.__cause__ or cause.__context__
-        if refused:
-            return "connection refused"
-        if any(s in lowered for s in ("name or service", "nodename", "getaddrinfo", "resolve")):
-            return "host name not found (DNS)"
-        if "ssl" in lowered or "certificate" in lowered:
-            return f"TLS error: {_one_line(text, 120)}"
-        return f"cannot connect: {_one_line(text, 120)}" if text else "cannot connect"
-    if isinstance(exc, httpx.RemoteProtocolError):
-        return "connection closed before a complete answer (protocol error)"
-    if isinstance(exc, httpx.ReadError | httpx.WriteError):
-        return "connection dropped"
-    return _one_line(f"{type(exc).__name__}: {text}", 160) if text else type(exc).__name__
-
-
-def _retry_after(value: str | None, now: Callable[[], float] = time.time) -> float | None:
-    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = when.timestamp() - now()
-    if math.isnan(seconds):
-        return None
-    return max(0.0, seconds)
-
-
-# --- rate limit -------------------------------------------------------------------------------
-
-
-class _Spacer:
-    """Client-side rate limit: requests start at least 1/rps apart, across all concurrent calls."""
-
-    def __init__(self, rps: float | None, clock: Clock, sleep: Sleep) -> None:
-        if rps is not None and rps <= 0:
-            raise ValueError("rps must be positive (or None for no limit)")
-        self._interval = 1.0 / rps if rps else 0.0
-        self._next = -math.inf
-        self._clock = clock
-        self._sleep = sleep
-
-    async def wait(self) -> None:
-        if not self._interval:
-            return
-        # No await between reading and booking the slot, so concurrent callers queue up in order.
-        now = self._clock()
-        slot = max(now, self._next)
-        self._next = slot + self._interval
-        if slot > now:
-            await self._sleep(slot - now)
+    has_more: bool = False
 
 
 # --- the client -------------------------------------------------------------------------------
@@ -242,7 +118,7 @@ def _origin(url: httpx.URL) -> str:
 
 def check_base_url(base_url: str) -> httpx.URL:
     """Parse the registry base URL or raise a :class:`RegistryError` that says what is wrong."""
-    shown = _one_line(str(base_url), 120)
+    shown = one_line(str(base_url), 120)
     try:
         url = httpx.URL(str(base_url).strip())
     except (httpx.InvalidURL, TypeError, ValueError) as exc:
@@ -272,6 +148,7 @@ class RegistryClient:
         max_connections: int = 10,
         sleep: Sleep | None = None,
         clock: Clock | None = None,
+        on_retry: Callable[[str], None] | None = None,
     ) -> None:
         url = check_base_url(base_url)
         self.base_url = str(url).rstrip("/")
@@ -284,7 +161,9 @@ class RegistryClient:
         self.retry = retry or RetryPolicy()
         self._sleep: Sleep = sleep or anyio.sleep
         self._clock: Clock = clock or time.monotonic
-        self._spacer = _Spacer(rps, self._clock, self._sleep)
+        self._spacer = Spacer(rps, self._clock, self._sleep)
+        self.breaker = Breaker(self._clock)
+        self.on_retry = on_retry
         headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
@@ -315,15 +194,22 @@ class RegistryClient:
         """Close the connection pool."""
         await self._http.aclose()
 
+    def reset(self) -> None:
+        """Forget that the registry stopped answering: a new run tries it afresh."""
+        self.breaker.reset()
+
     # --- the six calls ------------------------------------------------------------------------
 
-    async def list(self) -> builtins.list[Entry]:
-        """Every registry entry."""
+    async def list(self) -> Listing:
+        """Every registry entry (``has_more`` set when the answer says there are more)."""
         body = await self._call("GET", "", what="list")
         data = body.get("data") if isinstance(body, Mapping) else body
         if not isinstance(data, builtins.list):
             raise RegistryError("unexpected answer to list: no data array", 200)
-        return [self._entry(item, "list") for item in data]
+        listing = Listing(self._entry(item, "list") for item in data)
+        if isinstance(body, Mapping):
+            listing.has_more = any(body.get(k) is True for k in ("has_more", "hasMore"))
+        return listing
 
     async def get(self, model_id: str) -> Entry | None:
         """One entry, or None when the registry has no such id."""
@@ -396,29 +282,38 @@ class RegistryClient:
         """Send one call with retries; the decoded JSON answer, or a mapped exception."""
         url = self.base_url + API_PREFIX + path
         write = method in _WRITE_METHODS if write is None else write
-        policy = self.retry
+        policy, breaker = self.retry, self.breaker
         start = self._clock()
         slept = 0.0
         attempt = 0
+        answers = breaker.answers
         content = None
         headers = {}
         if json_body is not None:
             content = json.dumps(json_body, separators=(",", ":")).encode()
             headers["Content-Type"] = "application/json"
+        if breaker.is_open:
+            self._not_attempted(what)
         while True:
             await self._spacer.wait()
+            if attempt == 0 and breaker.is_open:  # it opened while this call waited its slot
+                self._not_attempted(what)
             retry_after: float | None = None
+            cannot_connect = False
             try:
                 response = await self._http.request(method, url, content=content, headers=headers)
             except httpx.TransportError as exc:
+                cause = transport_cause(exc, self._timeout)
+                cannot_connect = isinstance(exc, httpx.ConnectError)
+                breaker.failed(cause)
                 failure: RegistryError = UnreachableError(
                     self._redact(
-                        f"cannot reach the registry at {self._origin}: "
-                        f"{_transport_cause(exc, self._timeout)}"
+                        f"cannot reach the registry at {self._origin}: {cause}"
                         + (f" (after {attempt + 1} attempts)" if attempt else "")
                     )
                 )
             else:
+                breaker.answered()
                 status = response.status_code
                 if status == 404 and gone_ok_on_retry and attempt > 0:
                     return None
@@ -433,15 +328,32 @@ class RegistryClient:
                     failure.args = (failure.message,)
             # Count waits we asked for even if the clock does not move (an injected sleep).
             elapsed = max(self._clock() - start, slept)
-            remaining = policy.total - elapsed
+            budget = policy.budget(cannot_connect)
+            remaining = budget - elapsed
             if remaining <= 0:
+                if breaker.answers == answers and attempt:
+                    # Silent for a whole budget: the other calls need not find out one by one.
+                    breaker.trip(cause)
                 raise failure
+            if breaker.is_open:
+                raise failure
+            if failure.status is None and not breaker.warned and self.on_retry is not None:
+                breaker.warned = True
+                self.on_retry(f"retrying for up to {budget:g} s: {failure.message}")
             # "Retry-After: 0" would make a busy loop: fall back to the backoff then.
             wait = retry_after if retry_after else policy.backoff(attempt)
             wait = min(wait, remaining)
             await self._sleep(wait)
+            if breaker.is_open:  # another call found the registry gone meanwhile
+                raise failure
             slept += wait
             attempt += 1
+
+    def _not_attempted(self, what: str) -> NoReturn:
+        reason = self._redact(
+            f"not attempted: the registry stopped answering ({self.breaker.cause or 'no answer'})"
+        )
+        raise NotAttemptedError(f"{what}: {reason}", reason)
 
     def _decode(self, response: httpx.Response, what: str) -> Any:
         if response.status_code == 204 or not response.content:
@@ -450,7 +362,7 @@ class RegistryClient:
             return response.json()
         except ValueError:
             raise RegistryError(
-                f"unexpected answer to {what}: not JSON ({_one_line(response.text, 80)!r})",
+                f"unexpected answer to {what}: not JSON ({one_line(response.text, 80)!r})",
                 response.status_code,
             ) from None
 
