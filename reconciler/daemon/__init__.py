@@ -102,8 +102,9 @@ async def _main(
     ]
     await daemon.stopped()
 
-    # Let the run in flight finish its writes, within the deadline.
-    done, _ = await asyncio.wait({worker}, timeout=options.shutdown_timeout)
+    # The run in flight starts no new write and finishes (or abandons, at shutdown_timeout) those
+    # in flight, logging each; the margin lets it log them before this backstop cancels it.
+    done, _ = await asyncio.wait({worker}, timeout=options.shutdown_timeout + 2.0)
     if not done:
         event(log, "shutdown deadline passed: abandoning the run in flight", logging.WARNING)
     for task in (worker, *helpers):

@@ -108,6 +108,8 @@ class Daemon:
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self.stopping = False
+        # The same seam as sync's signals: no write starts after stop(), those in flight finish.
+        self.halt = apply_mod.Stop(grace=options.shutdown_timeout)
 
     # --- requests from the outside (watcher, signals) -----------------------------------------
 
@@ -124,8 +126,9 @@ class Daemon:
         self._wake.set()
 
     def stop(self) -> None:
-        """Finish the run in flight, then stop."""
+        """Finish the writes in flight (start no other), then stop."""
         self.stopping = True
+        self.halt.set("the daemon is stopping")
         self._stop.set()
         self._wake.set()
 
@@ -167,6 +170,7 @@ class Daemon:
         paths, self._pending = self._pending, set()
         self._full_reason = None
         kind = "full" if reason or self.live is None else "incremental"
+        self.client.reset()  # a registry that stopped answering last run is tried afresh
         started = time.perf_counter()
         ok = False
         try:
@@ -206,6 +210,7 @@ class Daemon:
             prune=self.options.prune,
             ignore=self.options.ignore,
             load_errors=reconcile.failed_files(self.load),
+            live_complete=not live.has_more,
         )
         now = time.time()
         deletes = [c.id for c in plan.changes if c.action is Action.DELETE]
@@ -358,8 +363,14 @@ class Daemon:
             self.client,
             concurrency=self.options.concurrency,
             update_method=self.options.update_method,
+            stop=self.halt,
         )
+        skipped = [o for o in outcomes if not o.attempted]
+        if skipped:
+            event(self.log, "writes not attempted", count=len(skipped), reason=skipped[0].error)
         for o in outcomes:
+            if not o.attempted:
+                continue  # still pending: the next run (or the next start) writes it
             change = changes[o.id]
             self.metrics.writes.labels(
                 action=o.action.value, outcome="ok" if o.ok else "error"
