@@ -122,14 +122,17 @@ def summary_line(plan: Plan, load: Problems | None = None, *, prefix: str = "Pla
 
 
 def result_line(outcomes: Sequence[Outcome]) -> str:
-    """``Applied: 3 of 4 writes succeeded (2 created, 1 updated, 0 deleted), 1 failed.``"""
+    """``Applied: 3 of 4 writes succeeded (2 created, 1 updated, 0 deleted), 1 failed.`` (plus
+    ``, N not attempted`` when a stop or a silent registry left writes unsent)."""
     done = [o for o in outcomes if o.ok]
     by = {a: sum(1 for o in done if o.action is a) for a in Action}
-    failed = len(outcomes) - len(done)
+    skipped = sum(1 for o in outcomes if not o.attempted)
+    failed = len(outcomes) - len(done) - skipped
     return (
         f"Applied: {len(done)} of {len(outcomes)} writes succeeded "
         f"({by[Action.CREATE]} created, {by[Action.UPDATE]} updated, "
-        f"{by[Action.DELETE]} deleted), {failed} failed."
+        f"{by[Action.DELETE]} deleted), {failed} failed"
+        + (f", {skipped} not attempted." if skipped else ".")
     )
 
 

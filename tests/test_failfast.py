@@ -109,7 +109,7 @@ def tally(outcomes: list[Outcome]) -> tuple[int, int, int]:
     [REFUSED, httpx.ConnectError("[Errno -2] Name or service not known")],
     ids=["refused", "dns"],
 )
-def test_nothing_listening_is_retried_for_3_s_with_one_notice(error: Exception) -> None:
+def test_nothing_listening_is_retried_for_2_5_s_with_one_notice(error: Exception) -> None:
     fake, notices = FakeTime(), []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -123,9 +123,9 @@ def test_nothing_listening_is_retried_for_3_s_with_one_notice(error: Exception) 
     results = run(scenario())
     assert all(isinstance(r, UnreachableError) for r in results)
     # Four calls at once (their waits add up on this clock): well under the 15 s budget.
-    assert fake.now - start <= 4 * 3.0
+    assert fake.now - start <= 4 * 2.5
     assert len(notices) == 1, notices
-    assert notices[0].startswith("retrying for up to 3 s: cannot reach the registry at ")
+    assert notices[0].startswith("retrying for up to 2.5 s: cannot reach the registry at ")
 
 
 def test_a_timeout_keeps_the_full_budget() -> None:

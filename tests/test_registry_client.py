@@ -437,7 +437,7 @@ def test_connection_refused_is_unreachable_after_retries_naming_the_host() -> No
     assert "connection refused" in message and "\n" not in message
     assert info.value.status is None
     # Nothing is listening: retried for the short connect budget, not the full 15 s.
-    assert len(seen) > 3 and sum(fake.waits) == pytest.approx(3.0)
+    assert len(seen) > 3 and sum(fake.waits) == pytest.approx(2.5)
 
 
 @pytest.mark.parametrize(

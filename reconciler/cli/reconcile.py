@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -37,9 +37,25 @@ from .common import (
     load_file_config,
     load_settings,
 )
+from .interrupt import Interrupt, Interrupted, registry_gone
 
 
-def _reconcile(
+def _reconcile(**kw: Any) -> int:
+    """diff (write=False) and sync: load, plan, maybe apply, report; the exit code (130/143
+    when a signal stopped it)."""
+    out, err = console(), console(stderr=True)
+    interrupt = Interrupt(err)
+    with interrupt.guard():
+        try:
+            return _run(interrupt, out, err, **kw)
+        except Interrupted:
+            return interrupt.report_early()
+
+
+def _run(
+    interrupt: Interrupt,
+    out: Console,
+    err: Console,
     *,
     directory: Path,
     registry_url: str | None,
@@ -58,7 +74,6 @@ def _reconcile(
     write: bool,
     dry_run: bool = False,
 ) -> int:
-    """diff (write=False) and sync: load, plan, maybe apply, report; the exit code."""
     import anyio
 
     from .. import apply as apply_mod
@@ -66,7 +81,6 @@ def _reconcile(
     from ..plan import Action, writes
     from ..registry import RegistryError
 
-    out, err = console(), console(stderr=True)
     config = load_file_config(err, config_path)
     settings = load_settings(err)
     try:
@@ -85,6 +99,7 @@ def _reconcile(
 
     async def run() -> Plan:
         client = reconcile.make_client(target, timeout=timeout, rps=rps, concurrency=concurrency)
+        client.on_retry = lambda notice: err.print(notice, markup=False)
         async with client:
             try:
                 live = await client.list()
@@ -98,6 +113,7 @@ def _reconcile(
             todo = writes(plan)
             if not write or dry_run or not todo:
                 return plan
+            interrupt.writing = True
             progress = _progress(out, len(todo)) if output is Output.TEXT else None
             with progress or contextlib.nullcontext():
                 task = progress.add_task("sync", total=len(todo)) if progress else None
@@ -113,12 +129,13 @@ def _reconcile(
                         concurrency=concurrency,
                         update_method=update_method.value,
                         on_result=advance,
+                        stop=interrupt.stop,
                     )
                 )
             return plan
 
     try:
-        plan = anyio.run(run)
+        plan = anyio.run(interrupt.run, run)
     except RegistryError as exc:
         fail(err, exc.message)
     load = loaded[0]
@@ -131,6 +148,11 @@ def _reconcile(
         report.render_plan(out, plan, load=load, outcomes=outcomes)
         if write and not outcomes:
             out.print("Nothing to write." if not writes(plan) else "Dry run: nothing written.")
+    if interrupt.signal is not None:
+        return interrupt.report(outcomes)
+    gone = registry_gone(outcomes)
+    if gone:
+        err.print(f"error: {gone}", markup=False)
     immutable = any(c.action is Action.IMMUTABLE for c in plan.changes)
     if load.errors or any(not o.ok for o in outcomes) or (strict and immutable):
         return EXIT_ERROR

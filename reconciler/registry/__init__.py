@@ -6,7 +6,7 @@ registry app); time is faked through the injectable ``sleep`` and ``clock``.
 Retries (policy in :mod:`reconciler.retry`): 429, 500, 502, 503, 504 and every transport error
 (refused, reset, timeout, protocol) are retried with the official SDK's backoff, honouring
 ``Retry-After``, for 15 s per call. A connection refused or a name that does not resolve is
-retried for 3 s only, and the first retry after an answer (or at start) calls ``on_retry`` once
+retried for 2.5 s only, and the first retry after an answer (or at start) calls ``on_retry`` once
 with a one-line notice (the CLI prints it on stderr).
 
 Giving up together: one :class:`~reconciler.retry.Breaker` per client counts attempts that got

@@ -32,7 +32,7 @@ class RetryPolicy:
     max_wait: float = 5.0
     total: float = 15.0
     jitter: float = 0.1  # each wait is stretched by up to this fraction, at random
-    connect_total: float = 3.0
+    connect_total: float = 2.5
 
     def backoff(self, attempt: int) -> float:
         """The wait before retry number ``attempt`` (0 = the first retry), jitter included."""

@@ -1,0 +1,180 @@
+"""End to end: real signals to a CLI (and daemon) subprocess writing to the local registry with
+added latency, so writes are in flight; and the registry killed in the middle of a sync.
+
+Every wait is on a condition with a deadline; no sleep-and-hope.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import REPO, RunningRegistry, free_port
+from helpers import minimal
+
+DEADLINE = 30.0
+CONCURRENCY = 4
+
+
+def wait_for(what: str, check: Callable[[], object], deadline: float = DEADLINE) -> None:
+    end = time.monotonic() + deadline
+    while not check():
+        if time.monotonic() > end:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def model_files(directory: Path, n: int) -> list[str]:
+    """``n`` valid model files (JSON: the loader takes the API body as it is)."""
+    import json
+
+    directory.mkdir(exist_ok=True)
+    ids = [f"meetkai:stop-{i:03d}" for i in range(n)]
+    for model_id in ids:
+        body = minimal(model_id, healthCheck={"mode": "off"})
+        (directory / f"{model_id.replace(':', '_')}.json").write_text(json.dumps(body))
+    return ids
+
+
+def cli(registry: RunningRegistry, cwd: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "reconciler", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=registry.env(),
+        cwd=cwd,
+    )
+
+
+def connected(port: int) -> bool:
+    """Whether some socket on this host has a connection established to ``port``."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if fields[3] == "01" and int(fields[2].rsplit(":", 1)[1], 16) == port:
+                return True
+    return False
+
+
+INTERRUPTED = re.compile(r"^interrupted: (\d+) applied, (\d+) not attempted$", re.M)
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_during_sync_starts_no_new_write_and_reports_what_landed(
+    registry_factory: Callable[..., RunningRegistry],
+    tmp_path: Path,
+    sig: signal.Signals,
+    code: int,
+) -> None:
+    registry = registry_factory(extra_args=["--latency-ms", "400"])
+    ids = model_files(tmp_path / "models.d", 40)
+    proc = cli(registry, tmp_path, "sync", "--dir", "models.d", "--concurrency", str(CONCURRENCY))
+    try:
+        wait_for("a first round of writes", lambda: registry.counts()["writes"] >= CONCURRENCY)
+        proc.send_signal(sig)
+        at_signal = registry.counts()["writes"]
+        out, err = proc.communicate(timeout=DEADLINE)
+    finally:
+        proc.kill()
+    assert proc.returncode == code, err
+    received = registry.counts()["writes"]
+    # Only the writes already in flight may arrive after the signal.
+    assert received - at_signal <= CONCURRENCY
+    match = INTERRUPTED.search(err)
+    assert match, err
+    applied, skipped = int(match[1]), int(match[2])
+    assert applied == received and applied + skipped == len(ids) and skipped > 0
+    assert f"{sig.name}: stopping" in err
+    # The report names every write that landed, and says the rest were not attempted.
+    assert f"Applied: {applied} of {len(ids)} writes succeeded" in out
+    assert out.count("not attempted: interrupted by " + sig.name) == skipped
+
+
+def test_sigterm_during_diff_exits_143(
+    registry_factory: Callable[..., RunningRegistry], tmp_path: Path
+) -> None:
+    registry = registry_factory()
+    registry.control(latency_ms=5000)
+    model_files(tmp_path / "models.d", 2)
+    port = int(registry.url.rsplit(":", 1)[1])
+    proc = cli(registry, tmp_path, "diff", "--dir", "models.d")
+    try:
+        wait_for("the diff's list call", lambda: connected(port))
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=DEADLINE)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    assert err.startswith("interrupted: 0 applied"), err
+
+
+def test_registry_killed_mid_sync_ends_it_saying_what_landed(
+    registry_factory: Callable[..., RunningRegistry], tmp_path: Path
+) -> None:
+    registry = registry_factory(extra_args=["--latency-ms", "300"])
+    ids = model_files(tmp_path / "models.d", 200)
+    proc = cli(registry, tmp_path, "sync", "--dir", "models.d", "--concurrency", str(CONCURRENCY))
+    try:
+        wait_for("some writes", lambda: registry.counts()["writes"] >= 2 * CONCURRENCY)
+        registry.kill()  # writes are in flight: their connections drop, then nothing listens
+        killed = time.monotonic()
+        _, err = proc.communicate(timeout=60)  # "within a minute at most"
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, err
+    gone = re.search(
+        r"^error: the registry stopped answering: (\d+) write\(s\) landed, (\d+) failed, "
+        r"(\d+) not attempted",
+        err,
+        re.M,
+    )
+    assert gone, err
+    landed, failed, skipped = map(int, gone.groups())
+    assert landed >= CONCURRENCY and failed <= CONCURRENCY and skipped > 100
+    assert landed + failed + skipped == len(ids)
+    assert err.count("retrying") <= 1  # one notice, not one per write
+    # Not 15 s per remaining write: the breaker ends it (a generous bound, not a benchmark).
+    assert time.monotonic() - killed < 30
+
+
+def test_sigterm_stops_the_daemon_starting_writes_and_it_exits_0(
+    registry_factory: Callable[..., RunningRegistry], tmp_path: Path
+) -> None:
+    registry = registry_factory(extra_args=["--latency-ms", "400"])
+    model_files(tmp_path / "models.d", 40)
+    log = tmp_path / "daemon.log"
+    with open(log, "wb") as sink:
+        proc = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "reconciler", "watch", "--dir", str(tmp_path / "models.d")),
+                *("--listen", f"127.0.0.1:{free_port()}", "--concurrency", "2"),
+            ],
+            stdout=sink,
+            stderr=sink,
+            env=registry.env(),
+            cwd=REPO,
+        )
+    try:
+        wait_for("the daemon's first writes", lambda: registry.counts()["writes"] >= 2)
+        proc.send_signal(signal.SIGTERM)
+        at_signal = registry.counts()["writes"]
+        assert proc.wait(timeout=DEADLINE) == 0
+    finally:
+        proc.kill()
+    output = log.read_text()
+    received = registry.counts()["writes"]
+    assert received - at_signal <= 2, output
+    assert received < 40
+    assert output.count("write") >= received  # each write that landed is logged
+    assert "writes not attempted" in output and "stopped" in output
