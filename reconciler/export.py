@@ -28,9 +28,9 @@ from .spec import (
     Definition,
     Entry,
     describe_loc,
+    error_hint,
     format_path,
     safe_file_stem,
-    value_hint,
 )
 
 SUFFIX = ".toml"
@@ -196,7 +196,7 @@ def definition_body(entry: Entry) -> tuple[dict[str, Any] | None, str]:
         for e in exc.errors(include_url=False):
             where, _ = describe_loc(tuple(e["loc"]))
             what = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-            hint = value_hint(e)
+            hint = error_hint(e)
             what += f"; {hint}" if hint else ""
             # Only the location and pydantic's message: the input may be a secret.
             details.append(f"{where}: {what}" if where else what)

@@ -21,7 +21,7 @@ from typing import Any, Literal, Protocol, TypeVar
 
 from pydantic import ValidationError
 
-from .spec import Definition, describe_loc, format_path, safe_file_stem, suggest, value_hint
+from .spec import Definition, describe_loc, error_hint, format_path, safe_file_stem, suggest
 
 SUFFIXES = (".toml", ".json")
 Severity = Literal["error", "warning"]
@@ -302,7 +302,7 @@ def _validation_problem(shown: str, text: str, error: Any) -> Problem:
         message = error["msg"]
         if "input" in error and kind not in ("model_type", "dict_type") and not _is_secret(loc):
             message += f" (got {error['input']!r})"
-        hint = value_hint(error)
+        hint = error_hint(error)
         if hint:
             message += f"; {hint}"
     return Problem(shown, message, path or None, _find_line(text, loc))

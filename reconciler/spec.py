@@ -285,14 +285,19 @@ def allowed_values(error: Mapping[str, Any]) -> tuple[list[str], Any]:
     return [], None
 
 
-def value_hint(error: Mapping[str, Any]) -> str | None:
-    """``did you mean 'azure'?`` for a near miss of an enum value or union tag, else None.
-    Needs the error's input (``errors(include_input=True)``); the hint names only allowed values."""
-    known, given = allowed_values(error)
-    if not known or not isinstance(given, str):
-        return None
-    match = suggest_value(given, known)
-    return f"did you mean {match!r}?" if match and match != given else None
+def error_hint(error: Mapping[str, Any], root: type[BaseModel] | None = None) -> str | None:
+    """``did you mean 'azure'?`` for a near miss of a key, an enum value or a union tag, else
+    None. Values need the error's input (``errors(include_input=True)``); a hint only ever names
+    an allowed key or value, never the input."""
+    if error["type"] == "extra_forbidden":
+        _, known = describe_loc(tuple(error["loc"]), root or Definition)
+        match = suggest(str(error["loc"][-1]), known or [])
+    else:
+        known, given = allowed_values(error)
+        fits = known and isinstance(given, str)
+        match = suggest_value(given, known) if fits else None
+        match = None if match == given else match
+    return f"did you mean {match!r}?" if match else None
 
 
 _UNSAFE_IN_NAME = re.compile(r"[^A-Za-z0-9._-]+")

@@ -245,6 +245,16 @@ def test_the_local_registry_answers_422_naming_the_field_and_the_likely_value() 
     assert "azure-openai" not in response.text  # the input is never echoed back
 
 
+def test_an_unknown_key_answers_422_with_did_you_mean() -> None:
+    app = create_app(Store(), KEY)
+    body = minimal("meetkai:x", rateLimits=[{"scope": "org", "rpm": 1, "qeue": {}}])
+    response = asyncio.run(_send(app, "POST", API, body))
+    assert response.status_code == 422
+    [detail] = response.json()["error"]["details"]
+    assert detail["loc"] == "rateLimits[0].qeue"
+    assert detail["msg"].endswith("did you mean 'queue'?")
+
+
 def test_an_update_with_an_enum_miss_answers_422_with_the_path() -> None:
     app = create_app(Store(), KEY)
     assert asyncio.run(_send(app, "POST", API, minimal("meetkai:x"))).status_code == 200

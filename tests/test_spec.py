@@ -17,6 +17,7 @@ from reconciler.spec import (
     is_secret_path,
     safe_file_stem,
     suggest,
+    suggest_value,
 )
 
 SEED_ENTRY = json.loads((Path(__file__).parent / "data" / "seed_entry.json").read_text())
@@ -219,3 +220,22 @@ def test_format_path() -> None:
     assert format_path(["capabilities", "modalities", "input", 0]) == (
         "capabilities.modalities.input[0]"
     )
+
+
+PROVIDER_TYPES = ["groq", "azure", "meetkai", "meetkaiGateway", "fal", "openai"]
+
+
+@pytest.mark.parametrize(
+    ("value", "hint"),
+    [
+        ("azure-openai", "azure"),  # extends an allowed value
+        ("openai-compatible", "openai"),
+        ("meetkai-gateway", "meetkaiGateway"),  # case and dashes
+        ("AZURE", "azure"),
+        ("opneai", "openai"),  # a close spelling
+        ("anthropic", None),
+        ("", None),
+    ],
+)
+def test_suggest_value(value: str, hint: str | None) -> None:
+    assert suggest_value(value, PROVIDER_TYPES) == hint

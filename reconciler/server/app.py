@@ -42,7 +42,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..spec import SERVER_MANAGED_KEYS, Definition, describe_loc, value_hint
+from ..spec import SERVER_MANAGED_KEYS, Definition, describe_loc, error_hint
 from .faults import Call, Control, Faults, Options
 from .probe import probe
 from .record import CALL_KEY, CallRecorder, record_path
@@ -73,11 +73,11 @@ def error(status: int, kind: str, message: str, **extra: Any) -> JSONResponse:
 
 
 def validation_error(exc: ValidationError, what: str = "invalid model definition") -> JSONResponse:
-    """422 naming each field, with "did you mean" for a near-miss enum value. The input is never
-    echoed: it may be a credential (auth.value, custom header values)."""
+    """422 naming each field, with "did you mean" for a near-miss key or enum value. The input is
+    never echoed: it may be a credential (auth.value, custom header values)."""
     details = []
     for e in exc.errors(include_url=False):
-        hint = value_hint(e)
+        hint = error_hint(e)
         msg = f"{e['msg']}; {hint}" if hint else e["msg"]
         details.append({"loc": describe_loc(tuple(e["loc"]))[0], "msg": msg, "type": e["type"]})
     first = f" ({details[0]['loc']}: {details[0]['msg']})" if details else ""
