@@ -4,7 +4,7 @@ Python attributes are snake_case; every field has its camelCase API name as alia
 models are dumped with ``by_alias=True, exclude_unset=True`` so that a file read and written
 back says what the file said. Unknown keys are errors (a silently ignored typo is how a GitOps
 tool lies), and :func:`describe_loc` turns pydantic's error locations into the path a user
-wrote plus the keys that were allowed there, for "did you mean" hints; :func:`value_hint` does
+wrote plus the keys that were allowed there, for "did you mean" hints; :func:`error_hint` does
 the same for a value that misses an enum. The enums and nested blocks live in ``blocks``.
 """
 
