@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -151,6 +152,13 @@ def _load_chunk(paths: list[str], root: str) -> list[_Loaded]:
     return out
 
 
+def _worker_signals() -> None:
+    # Ctrl-C reaches the whole process group: the parent decides how to stop (see cli.interrupt);
+    # a worker that died of it would break the pool under a run that is finishing its writes.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _combine(loaded: Iterable[_Loaded], files: int) -> DesiredState:
     """:func:`source.combine` for plain bodies."""
     valid, errors, warnings, invalid = source.check_ids(list(loaded), lambda r: r.body is not None)
@@ -178,7 +186,9 @@ class Loading:
             return
         # fork: workers start with everything imported; they are created here, before any
         # event loop or thread exists, which is when forking is safe.
-        self._pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"))
+        self._pool = ProcessPoolExecutor(
+            workers, mp_context=mp.get_context("fork"), initializer=_worker_signals
+        )
         size = -(-len(paths) // workers)
         self._futures = [
             self._pool.submit(_load_chunk, paths[i : i + size], str(self._root))

@@ -101,22 +101,38 @@ def test_a_signal_during_sync_starts_no_new_write_and_reports_what_landed(
     assert out.count("not attempted: interrupted by " + sig.name) == skipped
 
 
-def test_sigterm_during_diff_exits_143(
-    registry_factory: Callable[..., RunningRegistry], tmp_path: Path
+@pytest.mark.parametrize(
+    ("args", "sig", "code", "said"),
+    [
+        (("diff", "--dir", "models.d"), signal.SIGTERM, 143, "interrupted: 0 applied"),
+        (("sync", "--dir", "models.d"), signal.SIGINT, 130, "interrupted: 0 applied"),
+        (("export", "--dir", "out.d"), signal.SIGTERM, 143, "interrupted (SIGTERM)"),
+        (("health", "--all"), signal.SIGINT, 130, "interrupted (SIGINT)"),
+    ],
+    ids=["diff", "sync", "export", "health"],
+)
+def test_a_signal_while_reading_the_registry_ends_a_one_shot_command(
+    registry_factory: Callable[..., RunningRegistry],
+    tmp_path: Path,
+    args: tuple[str, ...],
+    sig: signal.Signals,
+    code: int,
+    said: str,
 ) -> None:
     registry = registry_factory()
     registry.control(latency_ms=5000)
     model_files(tmp_path / "models.d", 2)
     port = int(registry.url.rsplit(":", 1)[1])
-    proc = cli(registry, tmp_path, "diff", "--dir", "models.d")
+    proc = cli(registry, tmp_path, *args)
     try:
-        wait_for("the diff's list call", lambda: connected(port))
-        proc.send_signal(signal.SIGTERM)
+        wait_for("the list call", lambda: connected(port))
+        proc.send_signal(sig)
         _, err = proc.communicate(timeout=DEADLINE)
     finally:
         proc.kill()
-    assert proc.returncode == 143, err
-    assert err.startswith("interrupted: 0 applied"), err
+    assert proc.returncode == code, err
+    assert err.startswith(said), err
+    assert "Traceback" not in err
 
 
 def test_registry_killed_mid_sync_ends_it_saying_what_landed(

@@ -7,10 +7,13 @@ in ``common``.
 from __future__ import annotations
 
 import gc
+import sys
 
 import typer
 
 from . import export, health, reconcile, validate, watch
+from .common import console
+from .interrupt import Interrupt, Interrupted
 from .registry import registry_app
 
 app = typer.Typer(
@@ -36,4 +39,12 @@ def main() -> None:
     # its time in full collections otherwise; memory stays bounded (the bench checks it).
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
-    app(prog_name="reconciler")
+    # A signal outside a command's own handling (diff/sync, watch and serve have theirs) ends a
+    # one-shot command with 130/143, as shells expect; Typer would make Ctrl-C an exit 1.
+    interrupt = Interrupt(console(stderr=True))
+    try:
+        with interrupt.guard():
+            app(prog_name="reconciler")
+    except Interrupted:
+        interrupt.err.print(f"interrupted ({interrupt.signal_name})", markup=False)
+        sys.exit(interrupt.exit_code)

@@ -42,6 +42,10 @@ class Interrupt:
         self._scope: anyio.CancelScope | None = None
 
     @property
+    def signal_name(self) -> str:
+        return self.signal.name if self.signal is not None else "SIGINT"
+
+    @property
     def exit_code(self) -> int:
         return EXIT_SIGTERM if self.signal is signal.SIGTERM else EXIT_SIGINT
 

@@ -106,6 +106,12 @@ def _run(
             except BaseException:
                 loading.cancel()
                 raise
+            if getattr(live, "has_more", False):
+                err.print(
+                    f"warning: the registry's list answer says has_more (it pages): only the "
+                    f"{len(live)} entries it returned were compared",
+                    markup=False,
+                )
             loaded.append(loading.result())
             plan = reconcile.plan_for(
                 loaded[0], live, prune=prune_opts, ignore=config.ignore_rules()
