@@ -70,6 +70,7 @@ class RunningRegistry:
     args: list[str] = field(default_factory=list)
     log: Path | None = None
     process: subprocess.Popen[bytes] | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     def _client(self) -> httpx.Client:
         return httpx.Client(
@@ -106,7 +107,7 @@ class RunningRegistry:
                 [sys.executable, "-m", "reconciler", "registry", "serve", *self.args],
                 stdout=log,
                 stderr=log,
-                env=clean_env(),
+                env={**clean_env(), **self.extra_env},
                 cwd=REPO,
             )
         deadline = time.monotonic() + START_DEADLINE

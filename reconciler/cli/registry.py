@@ -22,6 +22,7 @@ def _default_db() -> Path:
 
 @registry_app.command("serve")
 def serve(
+    ctx: typer.Context,
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[
         int, typer.Option("--port", min=0, max=65535, help="Port; 0 picks a free one.")
@@ -40,9 +41,19 @@ def serve(
             "--api-key",
             envvar="MKA1_API_KEY",
             show_default=False,
-            help="Bearer key clients must send; generated and printed once when not given.",
+            help="Bearer key clients must send (visible in ps: prefer MKA1_API_KEY or "
+            "--api-key-file); generated and printed once when no key is given.",
         ),
     ] = None,
+    api_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--api-key-file", help="Read the key from this file (one line); wins over MKA1_API_KEY."
+        ),
+    ] = None,
+    max_body_bytes: Annotated[
+        int, typer.Option("--max-body-bytes", min=1, help="Larger request bodies answer 413.")
+    ] = 1024 * 1024,
     immutable_from: Annotated[
         Path | None,
         typer.Option(
@@ -83,10 +94,12 @@ def serve(
     """Run a local registry that speaks the registry API, kept in SQLite. Stop with Ctrl-C."""
     import logging
     import secrets
+    import sqlite3
 
     from pydantic import ValidationError
 
     from .. import server
+    from ..server.keyfile import KeyFileError, read_key_file
     from ..server.run import bind
     from ..server.run import serve as serve_app
 
@@ -112,6 +125,23 @@ def serve(
                 err.print(f"error: {p}", markup=False)
             raise typer.Exit(EXIT_ERROR)
         immutable = [m.definition.to_api() for _, m in sorted(loaded.models.items())]
+    # By name: Typer may bring its own copy of click's ParameterSource.
+    source_of_key = ctx.get_parameter_source("api_key")
+    key_on_command_line = source_of_key is not None and source_of_key.name == "COMMANDLINE"
+    if api_key_file is not None:
+        if key_on_command_line:
+            err.print("error: give --api-key or --api-key-file, not both")
+            raise typer.Exit(EXIT_ERROR)
+        try:
+            api_key = read_key_file(api_key_file)
+        except KeyFileError as exc:
+            err.print(f"error: {exc}", markup=False)
+            raise typer.Exit(EXIT_ERROR) from None
+    elif key_on_command_line and api_key:
+        err.print(
+            "warning: --api-key is visible to other local users (ps); "
+            "prefer MKA1_API_KEY or --api-key-file"
+        )
     generated = not api_key
     key = api_key or secrets.token_urlsafe(24)
     logging.basicConfig(
@@ -124,7 +154,13 @@ def serve(
     except OSError as exc:
         err.print(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", markup=False)
         raise typer.Exit(EXIT_ERROR) from None
-    store = server.Store(db_path)
+    try:
+        store = server.Store(db_path)
+    except (OSError, sqlite3.Error) as exc:
+        sock.close()
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        err.print(f"error: cannot open the database {db_path}: {reason}", markup=False)
+        raise typer.Exit(EXIT_ERROR) from None
     try:
         app = server.create_app(
             store,
@@ -133,6 +169,7 @@ def serve(
             add_defaults=add_defaults,
             faults=faults,
             immutable=immutable,
+            max_body_bytes=max_body_bytes,
         )
 
         def announce(url: str) -> None:

@@ -1,8 +1,9 @@
 """The local registry as a Starlette app: the six registry calls, bearer auth, faults, control.
 
-``create_app(store, api_key, *, strict_add=False, add_defaults=False, faults=None, immutable=())``
-builds the app; uvicorn serves it (``reconciler registry serve``) and ``httpx.ASGITransport`` runs
-it in-process for unit tests. ``immutable`` takes API definition bodies (camelCase mappings, as
+``create_app(store, api_key, *, strict_add=False, add_defaults=False, faults=None, immutable=(),
+max_body_bytes=1 MiB)`` builds the app (what every request passes first is in ``guards``);
+uvicorn serves it (``reconciler registry serve``) and ``httpx.ASGITransport`` runs it in-process
+for unit tests. ``immutable`` takes API definition bodies (camelCase mappings, as
 ``Definition.to_api()`` gives) that become read-only YAML-sourced entries; a mapping may carry its
 own ``source`` (default ``"yaml"``). ``app.state.control`` and ``app.state.store`` expose the state.
 
@@ -22,10 +23,8 @@ Decisions where the API page is silent:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -38,12 +37,15 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.responses import Response
+from starlette.routing import Match, Route
+from starlette.types import Receive, Scope, Send
 
-from ..spec import SERVER_MANAGED_KEYS, Definition, describe_loc, error_hint
+from ..spec import SERVER_MANAGED_KEYS, Definition
+from .answers import error, json_answer, printable, validation_error
 from .faults import Call, Control, Faults, Options
+from .guards import BODY_DEADLINE, DEFAULT_MAX_BODY, AccessLog, BearerAuth, BodyLimit
+from .jsonbody import read_json
 from .probe import probe
 from .record import CALL_KEY, CallRecorder, record_path
 from .store import Store, dumps
@@ -62,27 +64,6 @@ log = logging.getLogger("reconciler.server")
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def error(status: int, kind: str, message: str, **extra: Any) -> JSONResponse:
-    """The error body every failure answers: ``{"error": {"message", "type", ...}}``."""
-    headers = extra.pop("headers", None)
-    return JSONResponse(
-        {"error": {"message": message, "type": kind, **extra}}, status, headers=headers
-    )
-
-
-def validation_error(exc: ValidationError, what: str = "invalid model definition") -> JSONResponse:
-    """422 naming each field, with "did you mean" for a near-miss key or enum value. The input is
-    never echoed: it may be a credential (auth.value, custom header values)."""
-    details = []
-    for e in exc.errors(include_url=False):
-        hint = error_hint(e)
-        msg = f"{e['msg']}; {hint}" if hint else e["msg"]
-        details.append({"loc": describe_loc(tuple(e["loc"]))[0], "msg": msg, "type": e["type"]})
-    first = f" ({details[0]['loc']}: {details[0]['msg']})" if details else ""
-    message = f"{what}: {len(details)} error(s){first}"
-    return error(422, "validation_error", message, details=details)
 
 
 def with_defaults(definition: Mapping[str, Any]) -> dict[str, Any]:
@@ -129,57 +110,14 @@ class _DroppedResponse(Response):
         # Returning unfinished makes uvicorn close the socket; the client sees a short body.
 
 
-class AccessLog:
-    """One log line per request: method, path, status, milliseconds. Never headers or bodies."""
+class _PrefixRoute(Route):
+    """Every path under ``PREFIX``, whatever it holds: Starlette's ``{x:path}`` pattern stops at
+    a newline, so an entry whose id has one could be added but never read or removed."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started, status = time.perf_counter(), 0
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            ms = (time.perf_counter() - started) * 1000
-            log.info("%s %s %s %.1fms", scope["method"], scope["path"], status or "-", ms)
-
-
-class BearerAuth:
-    """401 without a bearer token, 403 with a wrong one, on every route."""
-
-    def __init__(self, app: ASGIApp, api_key: str) -> None:
-        self.app = app
-        self.api_key = api_key.encode()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        header = dict(scope["headers"]).get(b"authorization", b"")
-        scheme, _, token = header.partition(b" ")
-        if scheme.lower() != b"bearer" or not token.strip():
-            response = error(
-                401,
-                "authentication_error",
-                "missing bearer token: send Authorization: Bearer <api key>",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        elif not secrets.compare_digest(token.strip(), self.api_key):
-            response = error(403, "permission_error", "the API key is not valid for this registry")
-        else:
-            await self.app(scope, receive, send)
-            return
-        await response(scope, receive, send)
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope["type"] == "http" and scope["path"].startswith(PREFIX):
+            return Match.FULL, {"endpoint": self.endpoint, "path_params": {}}
+        return Match.NONE, {}
 
 
 class Registry:
@@ -267,10 +205,10 @@ class Registry:
         entry = await to_thread.run_sync(self.store.get, entry_id)
         if entry is None:
             return self._not_found(entry_id)
-        return _json(entry)
+        return json_answer(entry)
 
     async def add(self, request: Request) -> Response:
-        body = await _body(request)
+        body = await read_json(request)
         if isinstance(body, Response):
             return body
         try:
@@ -288,7 +226,7 @@ class Registry:
                 return error(
                     409,
                     "conflict_error",
-                    f"model {definition.id!r} already exists; update it instead",
+                    f"model '{printable(definition.id)}' already exists; update it instead",
                 )
             now = self.clock()
             entry = make_entry(
@@ -298,10 +236,10 @@ class Registry:
                 health=old["health"] if old else None,
             )
             await to_thread.run_sync(self.store.put, entry)
-        return _json(entry)
+        return json_answer(entry)
 
     async def update(self, request: Request, entry_id: str) -> Response:
-        body = await _body(request)
+        body = await read_json(request)
         if isinstance(body, Response):
             return body
         patch = _without_managed(body)
@@ -341,7 +279,7 @@ class Registry:
                 health=old.get("health"),
             )
             await to_thread.run_sync(self.store.put, entry)
-        return _json(entry)
+        return json_answer(entry)
 
     async def remove(self, request: Request, entry_id: str) -> Response:
         async with self.write_lock:
@@ -351,7 +289,7 @@ class Registry:
             if old.get("immutable"):
                 return self._immutable(old, "removed")
             await to_thread.run_sync(self.store.delete, entry_id)
-        return _json({"deleted": True})
+        return json_answer({"deleted": True})
 
     async def health(self, request: Request, entry_id: str) -> Response:
         entry = await to_thread.run_sync(self.store.get, entry_id)
@@ -370,7 +308,7 @@ class Registry:
             if current is not None:
                 current["health"] = health
                 await to_thread.run_sync(self.store.put, current)
-        return _json(
+        return json_answer(
             {"is_available": outcome.is_available, "checked_at": checked, "error": outcome.error}
         )
 
@@ -378,7 +316,7 @@ class Registry:
 
     async def control_route(self, request: Request) -> Response:
         if request.method == "POST":
-            body = await _body(request)
+            body = await read_json(request)
             if isinstance(body, Response):
                 return body
             try:
@@ -392,26 +330,22 @@ class Registry:
             except ValueError as exc:
                 return error(400, "invalid_request_error", str(exc))
             log.info("control: %s", dumps(self.control.state()["faults"]))
-        return _json(self.control.state())
+        return json_answer(self.control.state())
 
     # --- helpers -------------------------------------------------------------------------------
 
     @staticmethod
     def _not_found(entry_id: str) -> Response:
-        return error(404, "not_found_error", f"model {entry_id!r} not found")
+        return error(404, "not_found_error", f"model '{printable(entry_id)}' not found")
 
     @staticmethod
     def _immutable(entry: Mapping[str, Any], verb: str) -> Response:
         return error(
             403,
             "permission_error",
-            f"model {entry['id']!r} is {entry.get('source')}-sourced and immutable; "
+            f"model '{printable(entry['id'])}' is {entry.get('source')}-sourced and immutable; "
             f"it cannot be {verb} through the API",
         )
-
-
-def _json(value: Any) -> Response:
-    return Response(dumps(value), media_type="application/json")
 
 
 def _dump(definition: Definition) -> dict[str, Any]:
@@ -422,22 +356,13 @@ def _without_managed(body: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in body.items() if k not in SERVER_MANAGED_KEYS}
 
 
-async def _body(request: Request) -> dict[str, Any] | Response:
-    """The request's JSON object, or the 400 answer saying why there is none."""
-    raw = await request.body()
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        return error(400, "invalid_request_error", f"the body is not valid JSON: {exc}")
-    if not isinstance(body, dict):
-        return error(400, "invalid_request_error", "the body must be a JSON object")
-    return body
-
-
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     kinds = {404: "not_found_error", 405: "method_not_allowed"}
-    messages = {404: f"no route for {request.url.path}", 405: f"{request.method} not allowed here"}
+    messages = {
+        404: f"no route for {printable(request.url.path)}",
+        405: f"{printable(request.method, 16)} not allowed here",
+    }
     return error(
         exc.status_code,
         kinds.get(exc.status_code, "invalid_request_error"),
@@ -455,11 +380,16 @@ def create_app(
     faults: Faults | None = None,
     immutable: Iterable[Mapping[str, Any]] = (),
     record: str | os.PathLike[str] | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY,
+    body_deadline: float = BODY_DEADLINE,
 ) -> Starlette:
     """The registry app over ``store``; ``immutable`` bodies replace any stored YAML entries.
-    ``record`` (default ``$RECONCILER_RECORD_CALLS``) is a file every call is logged to."""
+    ``record`` (default ``$RECONCILER_RECORD_CALLS``) is a file every call is logged to. A
+    request body over ``max_body_bytes`` answers 413; one slower than ``body_deadline`` s, 408."""
     if not api_key:
         raise ValueError("an API key is required")
+    if max_body_bytes < 1:
+        raise ValueError("max_body_bytes must be at least 1")
     entries = []
     for body in immutable:
         body = dict(body)
@@ -473,12 +403,13 @@ def create_app(
     registry = Registry(store, control)
     app = Starlette(
         routes=[
-            Route(PREFIX + "{rest:path}", registry.dispatch, methods=ALL_METHODS),
+            _PrefixRoute(PREFIX, registry.dispatch, methods=ALL_METHODS),
             Route(CONTROL_PATH, registry.control_route, methods=["GET", "POST"]),
         ],
         middleware=[
             Middleware(AccessLog),
             Middleware(BearerAuth, api_key=api_key),
+            Middleware(BodyLimit, max_bytes=max_body_bytes, deadline=body_deadline),
             Middleware(CallRecorder, path=record_path(record)),
         ],
         exception_handlers={HTTPException: _http_error},

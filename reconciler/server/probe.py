@@ -8,14 +8,19 @@ Which URL: a legacy ``healthCheck.url`` as is; ``mode`` preflight/periodic: ``ba
 
 from __future__ import annotations
 
+import contextlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import httpx
 
 DEFAULT_TIMEOUT = 2.0
 MAX_TIMEOUT = 10.0  # the health call waits for the probe; a huge timeoutMs must not hang it
+MIN_TIMEOUT = 0.05
+_USERINFO = re.compile(r"(//)[^/?#]*@")
 
 
 @dataclass(frozen=True)
@@ -38,7 +43,7 @@ def target(definition: Mapping[str, Any], timeout: float = DEFAULT_TIMEOUT) -> T
     if isinstance(check, Mapping):
         method = str(check.get("method") or "GET")
         if check.get("timeoutMs"):
-            timeout = min(float(check["timeoutMs"]) / 1000, MAX_TIMEOUT)
+            timeout = max(MIN_TIMEOUT, min(float(check["timeoutMs"]) / 1000, MAX_TIMEOUT))
         if "url" in check:
             return Target(str(check["url"]), method, timeout)
         if check.get("mode") == "off":
@@ -59,21 +64,36 @@ async def probe(definition: Mapping[str, Any], timeout: float = DEFAULT_TIMEOUT)
         return where
     # trust_env=False: a proxy from the environment must not stand in for the model's endpoint.
     async with httpx.AsyncClient(timeout=where.timeout, trust_env=False) as client:
-        try:
-            response = await client.request(where.method, where.url)
-        except httpx.TimeoutException:
+        # The status line is the answer: the body is never read (an endless one costs nothing),
+        # and the whole exchange has one deadline (httpx's timeout is per read, so an endpoint
+        # dripping a byte a second would hold the health call forever).
+        with anyio.move_on_after(where.timeout) as waited:
+            try:
+                async with client.stream(where.method, where.url) as response:
+                    status, reason = response.status_code, response.reason_phrase
+            except httpx.TimeoutException:
+                return Outcome(False, f"timed out after {where.timeout:g} s")
+            except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
+                # ValueError: idna's for a host like "xn--zz"; a probe fails, it never crashes.
+                return Outcome(False, _describe(exc, where.url))
+        if waited.cancelled_caught:
             return Outcome(False, f"timed out after {where.timeout:g} s")
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            return Outcome(False, _describe(exc, where.url))
-    if 200 <= response.status_code < 400:
+    if 200 <= status < 400:
         return Outcome(True, None)
-    return Outcome(False, f"HTTP {response.status_code} {response.reason_phrase}".strip())
+    return Outcome(False, f"HTTP {status} {reason}".strip())
+
+
+def without_userinfo(url: str) -> str:
+    """``url`` without its ``user:password@`` part: a credential in a URL is not shown."""
+    return _USERINFO.sub(r"\1", url, count=1)
 
 
 def _describe(exc: Exception, url: str) -> str:
-    """An operator's words for a failed probe, not an exception class name."""
-    host = url if isinstance(exc, httpx.InvalidURL) else httpx.URL(url).netloc.decode()
-    text = str(exc)
+    """An operator's words for a failed probe, not an exception class name; never user-info."""
+    host = without_userinfo(url)
+    with contextlib.suppress(httpx.InvalidURL, ValueError):
+        host = httpx.URL(url).netloc.decode()  # host[:port], never user-info
+    text = without_userinfo(str(exc).replace(url, without_userinfo(url)))
     if isinstance(exc, httpx.ConnectError):
         if "Name or service not known" in text or "nodename nor servname" in text:
             return f"cannot resolve host {host}"

@@ -54,7 +54,7 @@ def _redact_answer(answer: Any) -> Any:
 def _json(raw: bytes) -> tuple[bool, Any]:
     try:
         return True, json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # a hostile body the registry answered 400 to
         return False, None
 
 
@@ -104,7 +104,8 @@ class CallRecorder:
         ok, body = _json(b"".join(answer))
         if ok:
             line["answer"] = _redact_answer(body)
-        data = (json.dumps(line, ensure_ascii=False) + "\n").encode()
+        # ensure_ascii: a lone surrogate in a refused body is written escaped, not a crash.
+        data = (json.dumps(line) + "\n").encode()
         # One write(2) in append mode: lines from several servers on one file never interleave.
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:

@@ -2,11 +2,18 @@
 
 SIGINT and SIGTERM stop the server gracefully and the process exits 0 (uvicorn alone would
 re-raise the signal after shutting down, which ends the process with a signal status).
+
+A request's head (request line and headers) is bounded before any route or key check runs:
+uvicorn's httptools protocol keeps a URL or header of any length in memory, so anyone who can
+reach the port could exhaust it without a key. Over ``MAX_HEAD`` bytes the server answers 431
+and closes the connection.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import signal
 import socket
 import threading
@@ -14,8 +21,60 @@ from collections.abc import Callable, Generator
 
 import uvicorn
 from starlette.types import ASGIApp
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 HANDLED = (signal.SIGINT, signal.SIGTERM)
+MAX_HEAD = 64 * 1024  # as h11 counts it (its default is 16 KiB); a real request head is < 1 KiB
+
+log = logging.getLogger("reconciler.server")
+
+
+def _head_too_large() -> bytes:
+    body = json.dumps(
+        {
+            "error": {
+                "message": f"the request line and headers are over {MAX_HEAD} bytes",
+                "type": "request_too_large",
+            }
+        }
+    ).encode()
+    head = (
+        "HTTP/1.1 431 Request Header Fields Too Large\r\n"
+        "content-type: application/json\r\n"
+        f"content-length: {len(body)}\r\n"
+        "connection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+class BoundedHttpTools(HttpToolsProtocol):
+    """uvicorn's httptools protocol, refusing a request head over ``MAX_HEAD`` bytes."""
+
+    _reading_head = True
+    _head_bytes = 0
+    _heads = 0  # heads completed on this connection
+
+    def on_headers_complete(self) -> None:
+        self._reading_head = False
+        self._heads += 1
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._reading_head, self._head_bytes = True, 0
+        super().on_message_complete()
+
+    def data_received(self, data: bytes) -> None:
+        was_reading_head, heads = self._reading_head, self._heads
+        super().data_received(data)
+        # Only a chunk that is all head counts: one that ended a head, or a body, may be mostly
+        # body bytes. (A pipelined head that starts mid-chunk is counted from its next chunk.)
+        if not (was_reading_head and self._reading_head and heads == self._heads):
+            return
+        self._head_bytes += len(data)
+        if self._head_bytes > MAX_HEAD and not self.transport.is_closing():
+            log.warning("refused a request head over %d bytes (431)", MAX_HEAD)
+            self.transport.write(_head_too_large())
+            self.transport.close()
 
 
 class _Server(uvicorn.Server):
@@ -55,6 +114,7 @@ def serve(app: ASGIApp, sock: socket.socket, on_listening: Callable[[str], None]
     """Serve ``app`` on ``sock`` until SIGINT/SIGTERM; ``on_listening`` gets the base URL first."""
     config = uvicorn.Config(
         app,
+        http=BoundedHttpTools,
         log_config=None,
         access_log=False,  # the app logs its own line per request, with the time taken
         lifespan="off",

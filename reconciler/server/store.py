@@ -3,12 +3,19 @@
 Keeping the answer's JSON text makes listing a string join (no parsing or validation per row), so
 10,000 entries list in milliseconds. One connection guarded by a lock serves every thread: SQLite
 allows one writer at a time anyway, and ``:memory:`` needs one shared connection to exist at all.
+
+The file holds every definition, inline secrets included: it is created 0600 and any directory
+made for it 0700, whatever the umask. SQLite gives its ``-wal`` and ``-shm`` files the mode of
+the database file.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sqlite3
+import stat
 import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -28,13 +35,48 @@ def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
+log = logging.getLogger("reconciler.server")
+
+
+def _create_private(path: Path) -> None:
+    """Create ``path`` (and its missing directories) readable by the owner only."""
+    missing = []
+    directory = path.parent
+    while not directory.exists() and directory != directory.parent:
+        missing.append(directory)
+        directory = directory.parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            continue  # made meanwhile by someone else: theirs, left as it is
+        os.chmod(directory, 0o700)  # mkdir's mode passes through the umask
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        info = os.stat(path)
+        mode = stat.S_IMODE(info.st_mode)
+        if stat.S_ISREG(info.st_mode) and mode & 0o077:
+            log.warning(
+                "%s is readable by others (mode %03o); it holds every definition, inline "
+                "secrets included: chmod 600 it",
+                path,
+                mode,
+            )
+        return
+    try:
+        os.fchmod(fd, 0o600)  # the umask may have taken the owner's bits too
+    finally:
+        os.close(fd)
+
+
 class Store:
     """Registry entries in SQLite (WAL mode for a file; ``:memory:`` works too)."""
 
     def __init__(self, path: str | Path = ":memory:") -> None:
         self.path = str(path)
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            _create_private(Path(self.path))
         self._lock = threading.Lock()
         # autocommit mode: each statement commits on its own unless wrapped in BEGIN...COMMIT.
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
