@@ -43,18 +43,27 @@ class IgnoreConfig(BaseModel):
 
 
 class FileConfig(BaseModel):
-    """What ``reconciler.toml`` may say: ``owns``, ``[[ignore]]`` and ``registry_url``."""
+    """What ``reconciler.toml`` may say: ``owns``, ``[[ignore]]``, ``registry_url``, and what
+    model files may do: ``allow_env`` (variables non-secret fields may name) and
+    ``max_file_bytes``."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     owns: list[str] = Field(default_factory=list)
     ignore: list[IgnoreConfig] = Field(default_factory=list)
     registry_url: str | None = None
+    allow_env: list[str] = Field(default_factory=list)
+    max_file_bytes: int = Field(default=1 << 20, gt=0)
     path: str | None = Field(default=None, exclude=True)  # where it was read from, if anywhere
 
     def ignore_rules(self) -> tuple[IgnoreRule, ...]:
         """The ``[[ignore]]`` tables as plan ignore rules."""
         return tuple(IgnoreRule(tuple(i.paths), tuple(i.ids)) for i in self.ignore)
+
+    def credential_env(self) -> tuple[str, ...]:
+        """The variables that hold the reconciler's own credentials: no model file may name
+        them, in any field (every key variable the configuration names belongs here)."""
+        return ("MKA1_API_KEY",)
 
 
 def load_config(path: str | os.PathLike[str] | None = None, cwd: Path | None = None) -> FileConfig:

@@ -23,6 +23,7 @@ import tomli_w
 from pydantic import ValidationError
 
 from . import source
+from .secrets import FieldPath, is_credential_header, is_secret_path
 from .spec import (
     SERVER_MANAGED_KEYS,
     Definition,
@@ -54,10 +55,6 @@ TOP_ORDER = (
 TABLE_ORDER = ("auth", "capabilities", "defaultParams", "embeddingLimits", "healthCheck")
 ARRAY_TABLE_ORDER = ("rerouteRules", "rateLimits")
 
-# Header names that carry credentials; the rest (X-Tenant, X-Region...) are written as they are.
-_CREDENTIAL_HEADER = re.compile(
-    r"authorization|key|token|secret|password|passwd|cookie|credential", re.IGNORECASE
-)
 # What the loader substitutes (source._VARIABLE without the $$ escape): ${NAME}.
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _NOT_IN_VARIABLE = re.compile(r"[^A-Za-z0-9]+")
@@ -223,30 +220,27 @@ def file_names(ids: Iterable[str]) -> dict[str, str]:
     return {model_id: stems[model_id] + SUFFIX for model_id in sorted(stems)}
 
 
-def is_credential_header(name: str) -> bool:
-    """Whether a custom header's value is a credential (Authorization, *key*, *token*, ...)."""
-    return bool(_CREDENTIAL_HEADER.search(name))
+def secret_paths(body: Mapping[str, Any]) -> list[tuple[FieldPath, str]]:
+    """Where a definition holds an inline secret to write as a placeholder: (path, variable
+    suffix) for each string at a secret path (:func:`~reconciler.secrets.is_secret_path`), but a
+    header only when its name looks like a credential (X-Tenant, X-Region are written as they
+    are)."""
+    found: list[tuple[FieldPath, str]] = []
 
+    def walk(value: Any, loc: FieldPath) -> None:
+        if isinstance(value, Mapping):
+            for k, v in value.items():
+                walk(v, (*loc, k))
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, (*loc, i))
+        elif isinstance(value, str) and is_secret_path(loc):
+            if loc[-1] == "value" and loc[-2] != "headers":
+                found.append((loc, "API_KEY"))
+            elif is_credential_header(str(loc[-1])):
+                found.append((loc, "HEADER_" + _upper_snake(str(loc[-1]))))
 
-def secret_paths(body: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
-    """Where a definition holds an inline secret: (path, variable suffix) for ``auth.value`` of
-    api-key blocks and credential-looking custom header values, composite strategies included."""
-    auth = body.get("auth")
-    if not isinstance(auth, Mapping):
-        return []
-    blocks: list[tuple[tuple[str | int, ...], Any]] = [(("auth",), auth)]
-    for i, strategy in enumerate(auth.get("strategies") or []):
-        blocks.append((("auth", "strategies", i), strategy))
-    found: list[tuple[tuple[str | int, ...], str]] = []
-    for loc, block in blocks:
-        if not isinstance(block, Mapping):
-            continue
-        if block.get("type") == "api-key" and isinstance(block.get("value"), str):
-            found.append(((*loc, "value"), "API_KEY"))
-        if block.get("type") == "custom-headers" and isinstance(block.get("headers"), Mapping):
-            for name, value in block["headers"].items():
-                if isinstance(value, str) and is_credential_header(name):
-                    found.append(((*loc, "headers", name), "HEADER_" + _upper_snake(name)))
+    walk(body.get("auth"), ("auth",))
     return found
 
 

@@ -13,9 +13,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from enum import StrEnum
 from typing import Any, NamedTuple
 
+from .secrets import FieldPath as FieldPath
 from .spec import SERVER_MANAGED_KEYS, Entry, describe_loc
-
-FieldPath = tuple[str | int, ...]
 
 
 class Action(StrEnum):
@@ -41,10 +40,12 @@ class FieldChange(NamedTuple):
 
 
 class Desired(NamedTuple):
-    """One valid model file: its API body (camelCase, unset fields omitted) and where it lives."""
+    """One valid model file: its API body (camelCase, unset fields omitted), where it lives, and
+    the fields a ``${VARIABLE}`` filled (their values never print: see :mod:`.secrets`)."""
 
     body: Mapping[str, Any]
     file: str
+    sensitive: frozenset[FieldPath] = frozenset()
 
 
 class Change(NamedTuple):
@@ -54,6 +55,7 @@ class Change(NamedTuple):
     fields: tuple[FieldChange, ...] = ()
     reason: str = ""
     body: Mapping[str, Any] | None = None  # what to send for create/update
+    sensitive: frozenset[FieldPath] = frozenset()  # Desired.sensitive: redact_field() them
 
 
 class PruneOptions(NamedTuple):
@@ -109,15 +111,10 @@ def make_plan(
         rules_here = [paths for ids, paths in rules if _matches_any(model_id, ids)]
         entry = live_by_id.get(model_id)
         if entry is None:
+            fields = tuple(_added(want.body, rules_here))
+            why = "not in the registry"
             changes.append(
-                Change(
-                    model_id,
-                    Action.CREATE,
-                    want.file,
-                    fields=tuple(_added(want.body, rules_here)),
-                    reason="not in the registry",
-                    body=want.body,
-                )
+                Change(model_id, Action.CREATE, want.file, fields, why, want.body, want.sensitive)
             )
             continue
         fields = tuple(diff_definitions(want.body, entry.definition, rules_here))
@@ -133,6 +130,7 @@ def make_plan(
                         f"(source: {entry.source}): it is never written; "
                         "rename the model or drop the file"
                     ),
+                    sensitive=want.sensitive,
                 )
             )
         elif fields:
@@ -145,6 +143,7 @@ def make_plan(
                     fields=fields,
                     reason="1 field differs" if n == 1 else f"{n} fields differ",
                     body=_respect_ignored(want.body, entry.definition, rules_here),
+                    sensitive=want.sensitive,
                 )
             )
         else:

@@ -16,7 +16,7 @@ import httpx
 
 from . import source
 from .config import FileConfig, Settings
-from .plan import Desired, IgnoreRule, Plan, PruneOptions, make_plan
+from .plan import Desired, FieldPath, IgnoreRule, Plan, PruneOptions, make_plan
 from .registry import Listing, RegistryClient
 from .source import LoadResult, Problem
 from .spec import Entry
@@ -112,9 +112,17 @@ class DesiredState:
         return not self.errors
 
 
+def load_policy(config: FileConfig) -> source.LoadPolicy:
+    """What model files may do, from ``reconciler.toml``: the variables non-secret fields may
+    name, the credentials none may, and the file size cap."""
+    return source.LoadPolicy(
+        tuple(config.allow_env), config.credential_env(), config.max_file_bytes
+    )
+
+
 def desired_state(load: LoadResult) -> dict[str, Desired]:
-    """The valid models of a load as plan input: API body and file, by id."""
-    return {i: Desired(m.definition.to_api(), m.path) for i, m in load.models.items()}
+    """The valid models of a load as plan input: API body, file and filled fields, by id."""
+    return {i: Desired(m.definition.to_api(), m.path, m.sensitive) for i, m in load.models.items()}
 
 
 def failed_files(load: LoadResult | DesiredState) -> int:
@@ -138,17 +146,18 @@ class _Loaded(NamedTuple):
     body: dict[str, Any] | None
     errors: tuple[Problem, ...]
     warnings: tuple[Problem, ...]
+    sensitive: frozenset[FieldPath]
 
 
 PARALLEL_FROM = 400  # files; below this a pool costs more than it saves
 
 
-def _load_chunk(paths: list[str], root: str) -> list[_Loaded]:
+def _load_chunk(paths: list[str], root: str, policy: source.LoadPolicy) -> list[_Loaded]:
     out: list[_Loaded] = []
     for path in paths:
-        r = source.load_file(path, root)
+        r = source.load_file(path, root, policy=policy)
         body = r.definition.to_api() if r.definition is not None else None
-        out.append(_Loaded(r.path, r.declared_id, body, r.errors, r.warnings))
+        out.append(_Loaded(r.path, r.declared_id, body, r.errors, r.warnings, r.sensitive))
     return out
 
 
@@ -162,7 +171,9 @@ def _worker_signals() -> None:
 def _combine(loaded: Iterable[_Loaded], files: int) -> DesiredState:
     """:func:`source.combine` for plain bodies."""
     valid, errors, warnings, invalid = source.check_ids(list(loaded), lambda r: r.body is not None)
-    models = {r.body["id"]: Desired(r.body, r.path) for r in valid if r.body is not None}
+    models = {
+        r.body["id"]: Desired(r.body, r.path, r.sensitive) for r in valid if r.body is not None
+    }
     return DesiredState(models, tuple(errors), tuple(warnings), invalid, files)
 
 
@@ -170,19 +181,24 @@ class Loading:
     """Files being loaded, in worker processes when there are many: start it, do other work
     (list the registry), then take :meth:`result`. Same answer as :func:`source.load_dir`."""
 
-    def __init__(self, root: str | os.PathLike[str], workers: int | None = None) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        workers: int | None = None,
+        policy: source.LoadPolicy = source.DEFAULT_POLICY,
+    ) -> None:
         self._root = Path(root)
         self._pool: ProcessPoolExecutor | None = None
         self._futures: list[Future[list[_Loaded]]] = []
         self._done: DesiredState | None = None
         if not self._root.is_dir():
-            self._done = state_from_load(source.load_dir(self._root))
+            self._done = state_from_load(source.load_dir(self._root, policy=policy))
             return
         paths = [str(p) for p in source.discover(self._root)]
         self._files = len(paths)
         workers = workers if workers is not None else min(os.cpu_count() or 1, 8)
         if workers < 2 or len(paths) < PARALLEL_FROM or "fork" not in mp.get_all_start_methods():
-            self._done = _combine(_load_chunk(paths, str(self._root)), len(paths))
+            self._done = _combine(_load_chunk(paths, str(self._root), policy), len(paths))
             return
         # fork: workers start with everything imported; they are created here, before any
         # event loop or thread exists, which is when forking is safe.
@@ -191,7 +207,7 @@ class Loading:
         )
         size = -(-len(paths) // workers)
         self._futures = [
-            self._pool.submit(_load_chunk, paths[i : i + size], str(self._root))
+            self._pool.submit(_load_chunk, paths[i : i + size], str(self._root), policy)
             for i in range(0, len(paths), size)
         ]
 
@@ -212,9 +228,13 @@ class Loading:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def load_desired(root: str | os.PathLike[str], workers: int | None = None) -> DesiredState:
+def load_desired(
+    root: str | os.PathLike[str],
+    workers: int | None = None,
+    policy: source.LoadPolicy = source.DEFAULT_POLICY,
+) -> DesiredState:
     """Load every model file under ``root`` (in parallel when there are many)."""
-    return Loading(root, workers).result()
+    return Loading(root, workers, policy).result()
 
 
 def plan_for(

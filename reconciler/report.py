@@ -1,8 +1,10 @@
 """Render plans, results and load problems: text on a Rich console, or plain JSON-ready data.
 
-No I/O beyond printing to the :class:`~rich.console.Console` it is given. Every value goes through
-:func:`redact` first, so credentials (``auth.value``, custom-header values, also inside composite
-strategies) print as ``(redacted)`` in every format, while a changed secret still shows as changed.
+No I/O beyond printing to the :class:`~rich.console.Console` it is given. Every field value goes
+through :func:`~reconciler.secrets.redact_field` first, so credentials (``auth.value``,
+custom-header values, also inside composite strategies) and values a ``${VARIABLE}`` put in print
+as ``(redacted)`` in every format, while a changed secret still shows as changed. Ids, paths and
+messages are escaped (:func:`~reconciler.text.printable`): a hostile id cannot forge a line.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from rich.text import Text
 
 from .apply import Outcome
 from .plan import Action, Change, FieldChange, FieldOp, FieldPath, Plan, summary
+from .secrets import REDACTED, hidden_values, redact, redact_field, scrub
 from .source import LoadResult, Problem
-from .spec import REDACTED, Entry, HealthResult, format_path, is_secret_path
+from .spec import Entry, HealthResult, format_path
+from .text import printable
 
 
 class Problems(Protocol):
@@ -46,44 +50,31 @@ _ACTION_SIGN = {
 }
 
 
-# --- redaction --------------------------------------------------------------------------------
+# --- field values ---------------------------------------------------------------------------
 
 
-def redact(path: FieldPath, value: Any) -> Any:
-    """``value`` (found at ``path``) with every credential inside it replaced by ``(redacted)``."""
-    if value is None:
-        return None
-    if is_secret_path(path):
-        return REDACTED
-    if not path or path[0] != "auth":
-        return value  # secrets only live under auth: skip the walk for everything else
-    if isinstance(value, Mapping):
-        return {k: redact((*path, k), v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact((*path, i), v) for i, v in enumerate(value)]
-    return value
-
-
-def field_json(field: FieldChange) -> dict[str, Any]:
+def field_json(field: FieldChange, sensitive: frozenset[FieldPath] = frozenset()) -> dict[str, Any]:
     """One field change as JSON-ready data, redacted."""
+    field = redact_field(field, sensitive)
     return {
         "path": format_path(field.path),
         "op": field.op.value,
-        "old": redact(field.path, field.old),
-        "new": redact(field.path, field.new),
+        "old": field.old,
+        "new": field.new,
     }
 
 
 def show_value(path: FieldPath, value: Any) -> str:
     """A value as one line: JSON, except the redaction marker which is shown bare."""
     value = redact(path, value)
-    if value == REDACTED:
+    if value is REDACTED:
         return REDACTED
     return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
 
 
-def field_text(field: FieldChange) -> str:
+def field_text(field: FieldChange, sensitive: frozenset[FieldPath] = frozenset()) -> str:
     """``~ rpm: 60 -> 120``, ``+ aliases: ["a"]``, ``- displayName: "Old"``."""
+    field = redact_field(field, sensitive)
     where = format_path(field.path)
     if field.op is FieldOp.ADD:
         return f"+ {where}: {show_value(field.path, field.new)}"
@@ -175,10 +166,10 @@ def emit(console: Console, lines: Sequence[Line]) -> None:
     if not lines:
         return
     if console.color_system is None and not console.record:
-        console.file.write("".join(f"{text}\n" for text, _ in lines))
+        console.file.write("".join(f"{printable(text)}\n" for text, _ in lines))
         console.file.flush()
     else:
-        console.print(Text("\n").join(Text(text, style=style) for text, style in lines))
+        console.print(Text("\n").join(Text(printable(text), style=style) for text, style in lines))
 
 
 def render_change(console: Console, change: Change, failure: Outcome | None = None) -> None:
@@ -197,20 +188,26 @@ def change_lines(change: Change, failure: Outcome | None = None) -> list[Line]:
     # A create lists what it sends; an immutable conflict shows what the file would change.
     for field in change.fields:
         field_style = "dim" if change.action is Action.IMMUTABLE else _FIELD_STYLE[field.op]
-        lines.append(("    " + field_text(field), field_style))
+        lines.append(("    " + field_text(field, change.sensitive), field_style))
     if failure is not None:
-        lines.append((f"    failed: {failure.error or 'unknown error'}", "bold red"))
+        lines.append((f"    failed: {failure_text(change, failure)}", "bold red"))
     return lines
+
+
+def failure_text(change: Change, failure: Outcome) -> str:
+    """Why a write failed, without any secret or substituted value the registry may quote."""
+    error = failure.error or "unknown error"
+    if change.body is None:
+        return error
+    return scrub(error, hidden_values(change.body, change.sensitive))
 
 
 def render_outcome(console: Console, outcome: Outcome) -> None:
     """One finished write, as a line (for a log-like view of a sync)."""
-    if outcome.ok:
-        console.print(Text(f"  {outcome.action.value} {outcome.id}: ok", style="green"))
-    else:
-        console.print(
-            Text(f"  {outcome.action.value} {outcome.id}: failed: {outcome.error}", style="red")
-        )
+    text = f"  {outcome.action.value} {outcome.id}: " + (
+        "ok" if outcome.ok else f"failed: {outcome.error}"
+    )
+    console.print(Text(printable(text), style="green" if outcome.ok else "red"))
 
 
 def render_problems(console: Console, load: Problems, *, warnings: bool = True) -> None:
@@ -220,11 +217,11 @@ def render_problems(console: Console, load: Problems, *, warnings: bool = True) 
         colour = "red" if p.severity == "error" else "yellow"
         line = Text()
         line.append(p.severity, style=colour)
-        line.append(f" {p.path}" + (f":{p.line}" if p.line else "") + ": ")
+        line.append(printable(f" {p.path}" + (f":{p.line}" if p.line else "") + ": "))
         if p.field:
-            line.append(p.field, style="bold")
+            line.append(printable(p.field), style="bold")
             line.append(": ")
-        line.append(p.message)
+        line.append(printable(p.message))
         console.print(line)
 
 
@@ -237,7 +234,8 @@ def render_validation(console: Console, load: LoadResult) -> None:
             table.add_column(column)
         for model_id, m in sorted(load.models.items()):
             d = m.definition
-            table.add_row(model_id, d.provider, d.model_id, d.api_format, d.auth.type, m.path)
+            cells = (model_id, d.provider, d.model_id, d.api_format, d.auth.type, m.path)
+            table.add_row(*(Text(printable(str(c))) for c in cells))
         console.print(table)
     status = Text("ok", style="green") if load.ok else Text("invalid", style="red")
     status.append(
@@ -272,7 +270,7 @@ def github_annotations(load: LoadResult) -> list[str]:
     line. %, CR and LF are escaped in the message; in properties also , and :."""
 
     def esc(text: str, prop: bool = False) -> str:
-        text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+        text = printable(text).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
         return text.replace(",", "%2C").replace(":", "%3A") if prop else text
 
     lines = []
@@ -305,9 +303,9 @@ def plan_json(
                 "id": change.id,
                 "action": change.action.value,
                 "file": change.file,
-                "fields": [field_json(f) for f in change.fields],
+                "fields": [field_json(f, change.sensitive) for f in change.fields],
                 "reason": change.reason or None,
-                "error": failure.error if failure else None,
+                "error": failure_text(change, failure) if failure else None,
             }
         )
     doc: dict[str, Any] = {
@@ -422,7 +420,10 @@ def render_health(console: Console, rows: Sequence[HealthRow]) -> None:
         else:
             available = Text("yes", style="green") if r.available else Text("no", style="red")
         table.add_row(
-            Text(r.id), available, Text(iso_time(r.last_check) or "never"), Text(r.error or "")
+            Text(printable(r.id)),
+            available,
+            Text(iso_time(r.last_check) or "never"),
+            Text(printable(r.error or "")),
         )
     if rows:
         console.print(table)

@@ -18,7 +18,8 @@ import typing
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, Tag
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Tag
+from pydantic_core import PydanticCustomError
 
 from .blocks import (
     HEALTH_CHECK_MODES,
@@ -46,6 +47,10 @@ from .blocks import (
     Uri,
 )
 
+# Re-exported: secrets.py is the one module that says which paths hold credentials.
+from .secrets import REDACTED as REDACTED
+from .secrets import is_secret_path as is_secret_path
+
 # The blocks are re-exported: callers import every schema name from here.
 __all__ = [
     "MAX_SAFE_INTEGER",
@@ -67,7 +72,32 @@ __all__ = [
 ]
 
 SERVER_MANAGED_KEYS = frozenset({"source", "immutable"})
-REDACTED = "(redacted)"
+
+# The id grammar: what the registry can address as one URL path segment, and what prints safely.
+MAX_ID_LENGTH = 256
+_ID_FORBIDDEN = "/\\?#%"
+
+
+def _check_id(value: str) -> str:
+    def refuse(rule: str) -> PydanticCustomError:
+        return PydanticCustomError("model_id", "invalid id: {rule}", {"rule": rule})
+
+    if len(value) > MAX_ID_LENGTH:
+        raise refuse(f"{len(value)} characters, at most {MAX_ID_LENGTH} are allowed")
+    if value in (".", ".."):
+        raise refuse("'.' and '..' name no URL path segment")
+    bad = next((c for c in value if c in _ID_FORBIDDEN), None)
+    if bad is not None:
+        raise refuse(f"'{bad}' is not allowed (an id is one URL path segment: no / \\ ? # %)")
+    if not value.isprintable():
+        c = next(c for c in value if not c.isprintable())
+        raise refuse(f"control or invisible character U+{ord(c):04X} is not allowed")
+    if value != value.strip():
+        raise refuse("leading or trailing whitespace is not allowed")
+    return value
+
+
+ModelId = Annotated[str, Field(min_length=1), AfterValidator(_check_id)]
 
 
 # --- the definition ---------------------------------------------------------------------------
@@ -76,7 +106,10 @@ REDACTED = "(redacted)"
 class Definition(Spec):
     """One model: the body of the registry's add call."""
 
-    id: str = Field(min_length=1, description="Registry id, e.g. meetkai:my-custom-chat-v1.")
+    id: ModelId = Field(
+        description="Registry id, e.g. meetkai:my-custom-chat-v1: one URL path segment "
+        "(1-256 printable characters, not . or .., none of / \\ ? # %)."
+    )
     provider: str = Field(min_length=1, description="Upstream provider, e.g. openai, azure.")
     model_id: str = Field(min_length=1, description="The upstream provider's model name.")
     api_format: ApiFormatField
@@ -139,19 +172,6 @@ class HealthResult(BaseModel):
     is_available: bool
     checked_at: float | None = None
     error: str | None = None
-
-
-# --- secrets ----------------------------------------------------------------------------------
-
-
-def is_secret_path(path: tuple[str | int, ...]) -> bool:
-    """Whether a value at this field path (API names) is a credential that must never print."""
-    if not path or path[0] != "auth":
-        return False
-    rest = list(path[1:])
-    if len(rest) >= 2 and rest[0] == "strategies" and isinstance(rest[1], int):
-        rest = rest[2:]
-    return rest == ["value"] or (len(rest) == 2 and rest[0] == "headers")
 
 
 # --- error locations --------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import pytest
 from helpers import API, minimal
 
 from reconciler import source
+from reconciler.server.app import make_entry
 from reconciler.server.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
@@ -158,25 +159,61 @@ def test_export_does_not_overwrite_without_the_flag(registry, run_cli, tmp_path:
 
 
 def test_hostile_ids_stay_inside_the_directory(registry, run_cli, tmp_path: Path) -> None:
-    long_id = "meetkai:" + "x" * 300
-    ids = ["../x", "a/b", "..", "a:b", "A:B", long_id]
-    add(registry, *(minimal(i) for i in ids))
+    # The local registry refuses ids outside the grammar; another registry may hold them.
+    hostile = ["../x", "a/b", "..", "meetkai:" + "x" * 300, "evil\x1b[2J\nid", "c1\x9bid"]
+    fine = ["a:b", "A:B"]
+    add(registry, *(minimal(i) for i in fine))
+    store = Store(registry.db)
+    for model_id in hostile:
+        store.put(make_entry(minimal(model_id)))
+    store.close()
     out_dir = tmp_path / "deep" / "out"
     before = files_under(tmp_path)
     result = run_cli("export", "--dir", str(out_dir), env=registry.env())
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1
     new = files_under(tmp_path) - before
     new = {p for p in new if not p.name.startswith("registry-")}  # the server's own db/log
     assert {p.parent for p in new} == {out_dir}
-    assert len(new) == len(ids)
-    for path in new:
-        assert len(path.name) <= 105 and not path.name.startswith(".")
     declared = {tomllib.loads(p.read_text())["id"] for p in new}
-    assert declared == set(ids)
-    # Each id round-trips through its safe name (file-name warnings allowed).
+    assert declared == set(fine)
+    # Each hostile id is named as rejected, escaped: no terminal control reaches the output.
+    assert result.stderr.count("invalid id") == len(hostile)
+    assert "evil\\x1b[2J\\nid" in result.stderr and "c1\\x9bid" in result.stderr, result.stderr
+    for text in (result.stdout, result.stderr):
+        assert "\x1b" not in text and "\x9b" not in text
     assert run_cli("validate", "--dir", str(out_dir), env=registry.env()).returncode == 0
-    diff = run_cli("diff", "--dir", str(out_dir), env=registry.env())
-    assert diff.returncode == 0, diff.stdout + diff.stderr
+    # The hostile entries are orphans of this directory: diff and health print them escaped.
+    diff = run_cli(
+        "diff",
+        "--dir",
+        str(out_dir),
+        "--prune",
+        "--owns",
+        "*",
+        "--max-deletes",
+        "9",
+        env=registry.env(),
+    )
+    assert diff.returncode == 2, diff.stdout + diff.stderr
+    assert "- evil\\x1b[2J\\nid: delete" in diff.stdout
+    health = run_cli("health", "--all", env=registry.env())
+    as_json = run_cli(
+        "diff",
+        "--dir",
+        str(out_dir),
+        "--prune",
+        "--owns",
+        "*",
+        "--max-deletes",
+        "9",
+        "-o",
+        "json",
+        env=registry.env(),
+    )
+    for text in (diff.stdout, diff.stderr, health.stdout, health.stderr, as_json.stdout):
+        assert "\x1b" not in text and "\x9b" not in text and "\nid" not in text
+    ids = {c["id"] for c in json.loads(as_json.stdout)["changes"]}
+    assert set(hostile) <= ids  # escaped in JSON, the same ids once decoded
 
 
 def test_immutable_entries_only_when_asked(registry_factory, run_cli, models_dir, tmp_path) -> None:

@@ -191,7 +191,7 @@ def test_existing_placeholders_are_kept_and_other_dollar_braces_escaped(tmp_path
 def test_variable_names_are_valid_unique_and_bounded() -> None:
     bodies = [
         minimal(i, auth={"type": "api-key", "value": "s"})
-        for i in ("a:b", "a-b", "9lives", "x" * 300)
+        for i in ("a:b", "a-b", "9lives", "x" * 250)
     ]
     files = export.render(entry(b) for b in bodies).files
     names = [v.name for f in files for v in f.variables]

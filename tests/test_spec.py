@@ -239,3 +239,41 @@ PROVIDER_TYPES = ["groq", "azure", "meetkai", "meetkaiGateway", "fal", "openai"]
 )
 def test_suggest_value(value: str, hint: str | None) -> None:
     assert suggest_value(value, PROVIDER_TYPES) == hint
+
+
+@pytest.mark.parametrize(
+    "model_id",
+    ["meetkai:team-reasoner-32k", "a b", "gpt-4o@2024-08-06", "x" * 256, "é:模型", "a.b", "..."],
+)
+def test_ids_the_registry_can_address_are_accepted(model_id: str) -> None:
+    Definition.model_validate({**seed_body(), "id": model_id})
+
+
+@pytest.mark.parametrize(
+    ("model_id", "rule"),
+    [
+        ("org/x", "'/' is not allowed"),
+        ("a/../b", "'/' is not allowed"),
+        ("..", "'.' and '..'"),
+        (".", "'.' and '..'"),
+        ("a\\b", "'\\' is not allowed"),
+        ("a?b", "'?' is not allowed"),
+        ("a#b", "'#' is not allowed"),
+        ("a%2Fb", "'%' is not allowed"),
+        ("line\nbreak", "U+000A"),
+        ("esc\x1b[31m", "U+001B"),
+        ("del\x7f", "U+007F"),
+        ("c1\x9b", "U+009B"),
+        ("bidi\u202e", "U+202E"),
+        (" lead", "leading or trailing whitespace"),
+        ("trail ", "leading or trailing whitespace"),
+        ("x" * 257, "257 characters, at most 256"),
+        ("x" * 100_000, "100000 characters"),
+    ],
+)
+def test_ids_outside_the_grammar_fail_naming_the_rule(model_id: str, rule: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        Definition.model_validate({**seed_body(), "id": model_id})
+    [error] = info.value.errors()
+    assert error["loc"] == ("id",) and error["type"] == "model_id"
+    assert error["msg"].startswith("invalid id: ") and rule in error["msg"]

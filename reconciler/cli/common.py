@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 
 from ..config import ConfigError, FileConfig, Settings, load_config
+from ..text import printable
 
 if TYPE_CHECKING:
     from ..reconcile import Target
@@ -52,7 +53,8 @@ OnBehalfOfOpt = Annotated[
 ConfigOpt = Annotated[
     Path | None,
     typer.Option(
-        "--config", help="Config file (owns, ignore) [default: ./reconciler.toml if present]."
+        "--config",
+        help="Config file (owns, ignore, allow_env...) [default: ./reconciler.toml if present].",
     ),
 ]
 PruneOpt = Annotated[
@@ -117,7 +119,7 @@ def load_file_config(err: Console, path: Path | None) -> FileConfig:
 
 def fail(err: Console, message: str) -> NoReturn:
     """One line on stderr and exit 1: no traceback for a condition a user can fix."""
-    err.print(f"error: {message}", markup=False)
+    err.print(f"error: {printable(message)}", markup=False)
     raise typer.Exit(EXIT_ERROR)
 
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from ..text import printable
 from .common import (
     EXIT_ERROR,
     EXIT_OK,
@@ -74,19 +75,21 @@ def export(
     for o in outcomes:
         verb = {"written": "wrote", "overwritten": "overwrote"}.get(o.status, "skipped")
         line = f"{verb} {o.path} ({o.file.model_id})" + (f": {o.detail}" if o.detail else "")
-        (err if o.status in ("unsafe", "failed") else out).print(line, markup=False)
+        (err if o.status in ("unsafe", "failed") else out).print(printable(line), markup=False)
     for f in rendering.files:
         if f.dropped:
             out.print(
-                f"note: {f.model_id}: left out keys the registry added that model files cannot "
-                f"declare: {', '.join(f.dropped)}",
+                printable(
+                    f"note: {f.model_id}: left out keys the registry added that model files "
+                    f"cannot declare: {', '.join(f.dropped)}"
+                ),
                 markup=False,
             )
     for s in rendering.skipped:
         if s.rejected:
-            err.print(f"error: {s.model_id}: {s.reason}; not exported", markup=False)
+            err.print(printable(f"error: {s.model_id}: {s.reason}; not exported"), markup=False)
         else:
-            out.print(f"skipped {s.model_id}: {s.reason}", markup=False)
+            out.print(printable(f"skipped {s.model_id}: {s.reason}"), markup=False)
     written = [o for o in outcomes if o.written]
     failed = [o for o in outcomes if o.status in ("unsafe", "failed")]
     out.print(
@@ -103,7 +106,7 @@ def export(
             markup=False,
         )
         for v in variables:
-            out.print(f"export {v.name}=...  # {v.model_id} {v.field}", markup=False)
+            out.print(printable(f"export {v.name}=...  # {v.model_id} {v.field}"), markup=False)
     if any(o.file.has_secrets for o in written):
         err.print(
             "warning: inline secrets were written as they are (--with-secrets); "

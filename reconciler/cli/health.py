@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from .. import source
+from ..text import json_text
 from .common import (
     EXIT_ERROR,
     EXIT_OK,
@@ -21,6 +22,7 @@ from .common import (
     TimeoutOpt,
     console,
     fail,
+    load_file_config,
     registry_target,
 )
 
@@ -58,7 +60,8 @@ def health(
     target = registry_target(err, config, registry_url, on_behalf_of)
     ids: set[str] | None = None
     if not all_models:
-        load = source.load_dir(directory)
+        policy = reconcile.load_policy(load_file_config(err, config))
+        load = source.load_dir(directory, policy=policy)
         if not directory.is_dir():
             fail(err, f"{directory}: {load.errors[0].message}; pass --dir or --all")
         ids = set(load.models) | set(load.invalid_ids)
@@ -85,7 +88,7 @@ def health(
         fail(err, exc.message)
     rows = report.health_rows(entries, ids, checks)
     if output is Output.JSON:
-        print(json.dumps(report.health_json(rows), ensure_ascii=False))
+        print(json_text(json.dumps(report.health_json(rows), ensure_ascii=False)))
     else:
         report.render_health(out, rows)
     raise typer.Exit(EXIT_ERROR if report.health_failed(rows, checked=check) else EXIT_OK)

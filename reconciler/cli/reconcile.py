@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..plan import Plan, pending
+from ..text import json_text
 from .common import (
     EXIT_CHANGES,
     EXIT_ERROR,
@@ -93,7 +94,7 @@ def _run(
     except reconcile.SetupError as exc:
         fail(err, str(exc))
     # Files are parsed (in worker processes when there are many) while the registry is listed.
-    loading = reconcile.Loading(directory)
+    loading = reconcile.Loading(directory, policy=reconcile.load_policy(config))
     outcomes: list[apply_mod.Outcome] = []
     loaded: list[reconcile.DesiredState] = []
 
@@ -147,7 +148,8 @@ def _run(
     load = loaded[0]
 
     if output is Output.JSON:
-        print(json.dumps(report.plan_json(plan, load=load, outcomes=outcomes), ensure_ascii=False))
+        doc = report.plan_json(plan, load=load, outcomes=outcomes)
+        print(json_text(json.dumps(doc, ensure_ascii=False)))
         if plan.prune_skipped:
             err.print(f"warning: {plan.prune_skipped}", markup=False)
     else:

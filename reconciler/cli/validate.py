@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from .. import source
-from .common import EXIT_ERROR, EXIT_OK, DirOpt, console
+from .common import EXIT_ERROR, EXIT_OK, ConfigOpt, DirOpt, console, load_file_config
 
 
 class ValidateOutput(StrEnum):
@@ -22,11 +22,13 @@ class ValidateOutput(StrEnum):
 def validate(
     directory: DirOpt = Path("models.d"),
     output: Annotated[ValidateOutput, typer.Option("--output", "-o")] = ValidateOutput.TEXT,
+    config: ConfigOpt = None,
 ) -> None:
     """Check every model file; exit 0 when all are valid, 1 otherwise. Changes nothing."""
-    from .. import report
+    from .. import reconcile, report
 
-    result = source.load_dir(directory)
+    policy = reconcile.load_policy(load_file_config(console(stderr=True), config))
+    result = source.load_dir(directory, policy=policy)
     if output is ValidateOutput.JSON:
         print(json.dumps(report.validation_json(result), indent=2))
     elif output is ValidateOutput.GITHUB:

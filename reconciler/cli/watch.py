@@ -111,6 +111,7 @@ def watch(
         health_concurrency=health_concurrency,
         update_method=update_method.value,
         shutdown_timeout=shutdown_timeout,
+        load_policy=reconcile.load_policy(file_config),
     )
     try:
         code = daemon.run(

@@ -26,7 +26,17 @@ from .. import apply as apply_mod
 from .. import reconcile
 from ..plan import Action, Change, IgnoreRule, Plan, PruneOptions, is_immutable, make_plan
 from ..registry import AuthError, RegistryClient, RegistryError
-from ..source import FileResult, LoadResult, ModelFileFilter, combine, discover, load_file
+from ..secrets import hidden_values, scrub
+from ..source import (
+    DEFAULT_POLICY,
+    FileResult,
+    LoadPolicy,
+    LoadResult,
+    ModelFileFilter,
+    combine,
+    discover,
+    load_file,
+)
 from ..spec import Entry
 from .logs import event
 from .metrics import Metrics
@@ -65,6 +75,7 @@ class Options:
     debounce_ms: int = 50
     step_ms: int = 20
     shutdown_timeout: float = 10.0
+    load_policy: LoadPolicy = DEFAULT_POLICY
 
 
 @dataclass
@@ -376,7 +387,8 @@ class Daemon:
                 action=o.action.value, outcome="ok" if o.ok else "error"
             ).inc()
             level = logging.INFO if o.ok else logging.WARNING
-            event(self.log, "write", level, id=o.id, action=o.action.value, ok=o.ok, error=o.error)
+            error = self._hide(o.id, o.error)
+            event(self.log, "write", level, id=o.id, action=o.action.value, ok=o.ok, error=error)
             if o.ok:
                 self._registry_answered()
                 self._cache(change)
@@ -389,8 +401,8 @@ class Daemon:
             else:
                 if o.status is None or o.status >= 500:
                     self.readiness.registry_up = False
-                    self.readiness.reason = o.error or "write failed"
-                self._status(o.id).last_error = o.error
+                    self.readiness.reason = error or "write failed"
+                self._status(o.id).last_error = error
             self._status(o.id).state = state_after(change, o)
         return outcomes
 
@@ -411,7 +423,9 @@ class Daemon:
         )
 
     def _read(self, path: str, stamp: tuple[int, int, int] | None) -> None:
-        new = keep_last_good(load_file(path, self.root), self.files.get(path))
+        new = keep_last_good(
+            load_file(path, self.root, policy=self.options.load_policy), self.files.get(path)
+        )
         self.files[path] = new
         if stamp is not None:
             self._stamps[path] = stamp
@@ -442,6 +456,14 @@ class Daemon:
         what = f"{first.field}: " if first.field else ""
         more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
         return f"{where}: {what}{first.message}{more}"
+
+    def _hide(self, model_id: str, text: str | None) -> str | None:
+        """``text`` (a registry's or a probe's words) without any secret or substituted value of
+        this model: either may quote what it was sent."""
+        model = self.load.models.get(model_id)
+        if not text or model is None:
+            return text
+        return scrub(text, hidden_values(model.definition.to_api(), model.sensitive))
 
     def _status(self, model_id: str) -> ModelStatus:
         status = self.models.get(model_id)
@@ -533,10 +555,10 @@ class Daemon:
                     logging.INFO if result.is_available else logging.WARNING,
                     id=model_id,
                     available=result.is_available,
-                    error=result.error,
+                    error=self._hide(model_id, result.error),
                 )
             status.available = result.is_available
-            status.health_error = result.error
+            status.health_error = self._hide(model_id, result.error)
             status.checked_at = _seconds(result.checked_at) or now
             outcome = "available" if result.is_available else "unavailable"
             self.metrics.health_checks.labels(outcome=outcome).inc()

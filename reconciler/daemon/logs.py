@@ -8,6 +8,8 @@ import sys
 import time
 from typing import Any, Literal, TextIO
 
+from ..text import json_text, printable
+
 LogFormat = Literal["text", "json"]
 LOGGER = "reconciler.daemon"
 
@@ -28,10 +30,13 @@ class _Formatter(logging.Formatter):
             fields = {**fields, "traceback": self.formatException(record.exc_info)}
         level = record.levelname.lower()
         if self.kind == "json":
-            return json.dumps(
-                {"time": stamp, "level": level, "event": event, **fields},
-                default=str,
-                ensure_ascii=False,
+            # json_text: an id or a path with ESC or C1 bytes must not reach a terminal raw.
+            return json_text(
+                json.dumps(
+                    {"time": stamp, "level": level, "event": event, **fields},
+                    default=str,
+                    ensure_ascii=False,
+                )
             )
         # Newlines inside a value would split one event over lines: keep values on one line.
         parts = " ".join(f"{k}={_text_value(v)}" for k, v in fields.items() if v is not None)
@@ -40,7 +45,7 @@ class _Formatter(logging.Formatter):
 
 def _text_value(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
-    text = " ".join(text.split()) if isinstance(value, str) else text
+    text = printable(" ".join(text.split())) if isinstance(value, str) else json_text(text)
     return json.dumps(text, ensure_ascii=False) if (" " in text or not text) else text
 
 

@@ -7,6 +7,7 @@ never a definition, and the registry URL is shown without any user-info part.
 from __future__ import annotations
 
 import html
+import json
 import os
 import time
 from typing import Any
@@ -18,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from ..text import json_text
 from .core import Daemon
 
 
@@ -71,6 +73,13 @@ def status_document(daemon: Daemon) -> dict[str, Any]:
     }
 
 
+class StatusResponse(JSONResponse):
+    """JSON with every unprintable character escaped: ids and paths may hold ESC or C1 bytes."""
+
+    def render(self, content: Any) -> bytes:
+        return json_text(json.dumps(content, ensure_ascii=False)).encode("utf-8")
+
+
 def create_app(daemon: Daemon) -> Starlette:
     """The Starlette app serving the daemon's state."""
 
@@ -87,7 +96,7 @@ def create_app(daemon: Daemon) -> Starlette:
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     async def status(_: Request) -> Response:
-        return JSONResponse(status_document(daemon))
+        return StatusResponse(status_document(daemon))
 
     async def page(_: Request) -> Response:
         return HTMLResponse(render_page(status_document(daemon)))

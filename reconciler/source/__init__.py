@@ -4,6 +4,10 @@ The loader never stops at the first bad file. Each file becomes a :class:`FileRe
 the errors that kept it from being one); :func:`load_dir` adds the checks across files (duplicate
 ids) and returns a :class:`LoadResult`. The daemon keeps ``FileResult``s per path and re-reads only
 what changed, so loading one file and combining many are separate steps.
+
+Files are untrusted (they come from pull requests): whatever one holds, it fails alone, with a
+message that never quotes a credential or a value a placeholder put in (:mod:`.files` reads
+safely, :mod:`.placeholders` decides what ``${VARIABLE}`` may reach).
 """
 
 from __future__ import annotations
@@ -11,23 +15,42 @@ from __future__ import annotations
 import json
 import os
 import re
+import reprlib
 import time
 import tomllib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
 from pydantic import ValidationError
 
-from .spec import Definition, describe_loc, error_hint, format_path, safe_file_stem, suggest
+from ..secrets import FieldPath, scrub
+from ..spec import Definition, describe_loc, error_hint, format_path, safe_file_stem, suggest
+from ..text import printable
+from .files import SUFFIXES, ModelFileFilter, Unreadable, discover, read_capped
+from .placeholders import DEFAULT_POLICY, VARIABLE, LoadPolicy, substitute
 
-SUFFIXES = (".toml", ".json")
+__all__ = [
+    "DEFAULT_POLICY",
+    "SUFFIXES",
+    "FileResult",
+    "LoadPolicy",
+    "LoadResult",
+    "ModelFile",
+    "ModelFileFilter",
+    "Problem",
+    "check_ids",
+    "combine",
+    "discover",
+    "load_dir",
+    "load_file",
+]
+
 Severity = Literal["error", "warning"]
-
-# ${NAME} is replaced from the environment at load time; $${NAME} stands for a literal ${NAME}.
-_VARIABLE = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)\}")
+MAX_PROBLEMS = 20  # per file: a list of 100,000 wrong items is one mistake, not 100,000 lines
+_SHORT = reprlib.Repr()
+_SHORT.maxstring, _SHORT.maxother, _SHORT.maxlevel = 60, 60, 2
 _TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
 
 
@@ -44,7 +67,7 @@ class Problem:
     def __str__(self) -> str:
         where = self.path + (f":{self.line}" if self.line else "")
         what = f"{self.field}: " if self.field else ""
-        return f"{where}: {self.severity}: {what}{self.message}"
+        return printable(f"{where}: {self.severity}: {what}{self.message}")
 
 
 @dataclass(frozen=True)
@@ -56,12 +79,14 @@ class FileResult:
     declared_id: str | None = None
     errors: tuple[Problem, ...] = ()
     warnings: tuple[Problem, ...] = ()
+    sensitive: frozenset[FieldPath] = frozenset()  # fields a ${VARIABLE} filled: never shown
 
 
 @dataclass(frozen=True)
 class ModelFile:
     path: str
     definition: Definition
+    sensitive: frozenset[FieldPath] = frozenset()
 
     @property
     def id(self) -> str:
@@ -84,49 +109,18 @@ class LoadResult:
         return not self.errors
 
 
-class ModelFileFilter:
-    """Which paths are model files: ``*.toml``/``*.json``, not hidden, not an editor leftover.
-
-    Callable as a watchfiles filter (``change, path``) as well as on a bare path.
-    """
-
-    def accepts(self, path: str | os.PathLike[str]) -> bool:
-        name = os.path.basename(path)
-        if name.startswith((".", "#", "~")) or name.endswith(("~", ".swp", ".swx", ".tmp")):
-            return False
-        return name.endswith(SUFFIXES)
-
-    def __call__(self, change: object, path: str) -> bool:
-        parts = Path(path).parts
-        return self.accepts(path) and not any(p.startswith(".") for p in parts[:-1][-8:])
-
-
-def discover(root: Path, file_filter: ModelFileFilter | None = None) -> Iterator[Path]:
-    """Every model file under ``root``, recursively, in a stable order; hidden folders skipped."""
-    accepts = (file_filter or ModelFileFilter()).accepts
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        base = Path(dirpath)
-        # A folder named like a model file is reported, so a typo'd mkdir is not silently ignored.
-        for name in dirnames:
-            if accepts(name):
-                yield base / name
-        for name in sorted(filenames):
-            if accepts(name):
-                yield base / name
-
-
 def load_dir(
     root: str | os.PathLike[str],
     env: Mapping[str, str] | None = None,
     now: float | None = None,
+    policy: LoadPolicy = DEFAULT_POLICY,
 ) -> LoadResult:
     """Load every model file under ``root``; never stops at the first bad one."""
-    root = Path(root)
-    if not root.is_dir():
-        problem = Problem(str(root), "not a directory" if root.exists() else "no such directory")
+    if not os.path.isdir(root):
+        where = os.fspath(root)
+        problem = Problem(where, "not a directory" if os.path.exists(root) else "no such directory")
         return LoadResult(errors=(problem,))
-    results = [load_file(p, root, env=env, now=now) for p in discover(root)]
+    results = [load_file(p, root, env=env, now=now, policy=policy) for p in discover(root)]
     return combine(results)
 
 
@@ -158,7 +152,9 @@ def check_ids(
         warnings.extend(r.warnings)
         same = by_id.get(r.declared_id or "", [])
         if len(same) > 1:
-            others = ", ".join(o.path for o in same if o is not r)
+            named = [o.path for o in same if o is not r]
+            # Bounded: a thousand files sharing one id must not cost a million names.
+            others = ", ".join(named[:3]) + (f" (+{len(named) - 3} more)" if len(named) > 3 else "")
             errors.append(
                 Problem(r.path, f"id {r.declared_id!r} is also declared in {others}", "id")
             )
@@ -174,7 +170,9 @@ def combine(results: Iterable[FileResult]) -> LoadResult:
     """Join per-file results into one desired state, failing every file that shares an id."""
     results = list(results)
     valid, errors, warnings, invalid = check_ids(results, lambda r: r.definition is not None)
-    models = {r.definition.id: ModelFile(r.path, r.definition) for r in valid if r.definition}
+    models = {
+        r.definition.id: ModelFile(r.path, r.definition, r.sensitive) for r in valid if r.definition
+    }
     return LoadResult(models, tuple(errors), tuple(warnings), invalid, len(results))
 
 
@@ -183,112 +181,110 @@ def load_file(
     root: str | os.PathLike[str] | None = None,
     env: Mapping[str, str] | None = None,
     now: float | None = None,
+    policy: LoadPolicy = DEFAULT_POLICY,
 ) -> FileResult:
-    """Read, substitute ``${VARIABLES}`` in, and validate one model file."""
-    path = Path(path)
-    shown = _display_path(path, root)
-
-    def failed(message: str, line: int | None = None, declared: str | None = None) -> FileResult:
-        return FileResult(shown, None, declared, (Problem(shown, message, line=line),))
-
-    if path.is_symlink() and not path.exists():
-        return failed(f"broken symlink (points to {os.readlink(path)})")
-    if path.is_dir():
-        return failed("is a directory, not a model file")
+    """Read, substitute ``${VARIABLES}`` in, and validate one model file. Never raises: whatever
+    the path holds, the answer is a model or the problems that kept it from being one."""
+    shown = os.fspath(path)  # as given: discover() joins it onto ``root`` already
     try:
-        text = path.read_bytes().decode("utf-8")
+        return _load(shown, os.fspath(path), env, now, policy)
+    except RecursionError:
+        return _failed(shown, "nested too deeply to be a model definition")
+    except MemoryError:
+        return _failed(shown, "too large to load")
+    except Exception as exc:  # one file must never end the run, whatever it holds
+        return _failed(shown, f"cannot load ({type(exc).__name__}): please report this")
+
+
+def _failed(
+    shown: str, message: str, line: int | None = None, declared: str | None = None
+) -> FileResult:
+    return FileResult(shown, None, declared, (Problem(shown, message, line=line),))
+
+
+def _load(
+    shown: str,
+    path: str,
+    env: Mapping[str, str] | None,
+    now: float | None,
+    policy: LoadPolicy,
+) -> FileResult:
+    try:
+        data_bytes = read_capped(path, policy.max_file_bytes)
+        text = data_bytes.decode("utf-8")
+    except Unreadable as exc:
+        return _failed(shown, exc.message)
     except UnicodeDecodeError as exc:
-        return failed(f"not UTF-8 text ({exc.reason} at byte {exc.start})")
-    except OSError as exc:
-        return failed(f"cannot read: {exc.strerror or exc}")
+        return _failed(shown, f"not UTF-8 text ({exc.reason} at byte {exc.start})")
+    if text.startswith("\ufeff"):
+        text = text[1:]  # a byte order mark, as some editors write: accepted in TOML and JSON
     if not text.strip():
-        return failed("empty file: expected one model definition")
+        return _failed(shown, "empty file: expected one model definition")
 
+    is_json = path.endswith(".json")
     try:
-        data = _parse(path, text)
+        data = json.loads(text) if is_json else tomllib.loads(text)
+    except RecursionError:
+        return _failed(shown, "nested too deeply to be a model definition")
     except ValueError as exc:
-        return failed(*_parse_error(exc))
+        return _failed(shown, *_parse_error(exc, is_json))
     if not isinstance(data, dict):
-        return failed("expected one model definition (an object) at the top level")
+        return _failed(shown, "expected one model definition (an object) at the top level")
 
     declared = data.get("id") if isinstance(data.get("id"), str) else None
     raw = data
+    sensitive: frozenset[FieldPath] = frozenset()
+    values: frozenset[str] = frozenset()
     # Most files hold no placeholder: skip rebuilding every table for them.
-    data, missing = (
-        _substitute(raw, os.environ if env is None else env) if "${" in text else (raw, [])
-    )
-    if missing:
-        return FileResult(
-            shown,
-            None,
-            declared,
-            tuple(
-                Problem(
-                    shown,
-                    f"environment variable {var} is not set",
-                    format_path(loc),
-                    _find_line(text, loc),
-                )
-                for loc, var in missing
-            ),
-        )
+    if "${" in text:
+        sub = substitute(raw, os.environ if env is None else env, policy)
+        if sub.problems:
+            problems = tuple(
+                Problem(shown, why, format_path(loc), _find_line(text, loc))
+                for loc, why in sub.problems[:MAX_PROBLEMS]
+            )
+            return FileResult(shown, None, declared, problems)
+        data, sensitive, values = sub.data, sub.sensitive, sub.values
 
     try:
         definition = Definition.model_validate(data)
     except ValidationError as exc:
-        problems = tuple(_validation_problem(shown, text, e) for e in exc.errors())
-        return FileResult(shown, None, declared, problems)
+        errors = exc.errors(include_url=False)
+        problems = [
+            _validation_problem(shown, text, e, sensitive, values) for e in errors[:MAX_PROBLEMS]
+        ]
+        if len(errors) > MAX_PROBLEMS:
+            problems.append(Problem(shown, f"{len(errors) - MAX_PROBLEMS} more error(s) not shown"))
+        return FileResult(shown, None, declared, tuple(problems))
 
     warnings = tuple(
         Problem(shown, message, fld, _find_line(text, loc), "warning")
         for loc, fld, message in _lint(definition, path, raw=raw, now=now)
     )
-    return FileResult(shown, definition, definition.id, (), warnings)
+    return FileResult(shown, definition, definition.id, (), warnings, sensitive)
 
 
 # --- parsing ----------------------------------------------------------------------------------
 
 
-def _parse(path: Path, text: str) -> Any:
-    if path.suffix == ".json":
-        return json.loads(text)
-    return tomllib.loads(text)
-
-
-def _parse_error(exc: ValueError) -> tuple[str, int | None]:
+def _parse_error(exc: ValueError, is_json: bool) -> tuple[str, int | None]:
     if isinstance(exc, json.JSONDecodeError):
         return f"invalid JSON: {exc.msg}", exc.lineno
+    if is_json:
+        return f"invalid JSON: {exc}", None  # e.g. an integer of more than 4300 digits
     message = str(exc)
     match = _TOML_POSITION.search(message)
     line = int(match.group(1)) if match else None
     return f"invalid TOML: {_TOML_POSITION.sub('', message).strip()}", line
 
 
-def _substitute(data: Any, env: Mapping[str, str]) -> tuple[Any, list[tuple[tuple, str]]]:
-    missing: list[tuple[tuple, str]] = []
-
-    def walk(value: Any, loc: tuple) -> Any:
-        if isinstance(value, str) and "${" in value:
-
-            def replace(m: re.Match[str]) -> str:
-                if m.group(1):
-                    return m.group(0)[1:]
-                if m.group(2) not in env:
-                    missing.append((loc, m.group(2)))
-                    return ""
-                return env[m.group(2)]
-
-            return _VARIABLE.sub(replace, value)
-        if isinstance(value, dict):
-            return {k: walk(v, (*loc, k)) for k, v in value.items()}
-        if isinstance(value, list):
-            return [walk(v, (*loc, i)) for i, v in enumerate(value)]
-        return value
-
-    return walk(data, ()), missing
-
-
-def _validation_problem(shown: str, text: str, error: Any) -> Problem:
+def _validation_problem(
+    shown: str,
+    text: str,
+    error: Any,
+    sensitive: frozenset[FieldPath] = frozenset(),
+    values: frozenset[str] = frozenset(),
+) -> Problem:
     loc = tuple(error["loc"])
     path, known = describe_loc(loc)
     kind = error["type"]
@@ -300,25 +296,27 @@ def _validation_problem(shown: str, text: str, error: Any) -> Problem:
         message = "required field is missing"
     else:
         message = error["msg"]
-        if "input" in error and kind not in ("model_type", "dict_type") and not _is_secret(loc):
-            message += f" (got {error['input']!r})"
-        hint = error_hint(error)
+        filled = _near(path, sensitive)
+        quiet = "auth" in loc or filled
+        if "input" in error and kind not in ("model_type", "dict_type") and not quiet:
+            message += f" (got {_SHORT.repr(error['input'])})"
+        hint = None if filled else error_hint(error)  # a near miss says something of the value
         if hint:
             message += f"; {hint}"
+        message = scrub(message, values) if values else message
     return Problem(shown, message, path or None, _find_line(text, loc))
 
 
-def _is_secret(loc: tuple) -> bool:
-    return "auth" in loc
-
-
-def _display_path(path: Path, root: str | os.PathLike[str] | None) -> str:
-    if root is not None:
-        try:
-            return str(Path(root) / path.relative_to(root))
-        except ValueError:
-            pass
-    return str(path)
+def _near(path: str, sensitive: frozenset[FieldPath]) -> bool:
+    """Whether an error at ``path`` (as shown) may quote a value a placeholder put in: the path
+    is a filled field, inside one, or holds one."""
+    for loc in sensitive:
+        filled = format_path(loc)
+        if path == filled or not path or filled.startswith((f"{path}.", f"{path}[")):
+            return True
+        if path.startswith((f"{filled}.", f"{filled}[")):
+            return True
+    return False
 
 
 def _find_line(text: str, loc: Iterable[str | int]) -> int | None:
@@ -347,7 +345,7 @@ _MS_THRESHOLD = 100_000_000_000  # unix seconds reach this in the year 5138; ms 
 
 def _lint(
     definition: Definition,
-    path: Path,
+    path: str,
     raw: Mapping[str, Any],
     now: float | None,
 ) -> Iterator[tuple[tuple, str, str]]:
@@ -364,13 +362,14 @@ def _lint(
         yield ("created",), "created", "looks like milliseconds; the API wants unix seconds"
     elif definition.created > now + 86_400:
         yield ("created",), "created", "lies in the future"
-    stem = path.stem
+    name = os.path.basename(path)
+    stem, suffix = os.path.splitext(name)
     if stem not in {definition.id, safe_file_stem(definition.id), definition.id.split(":")[-1]}:
         yield (
             ("id",),
             "id",
-            f"file name {path.name!r} does not match the id {definition.id!r} "
-            f"(expected {safe_file_stem(definition.id)}{path.suffix})",
+            f"file name {name!r} does not match the id {definition.id!r} "
+            f"(expected {safe_file_stem(definition.id)}{suffix})",
         )
 
 
@@ -386,5 +385,5 @@ def _inline_secret_locs(raw: Mapping[str, Any]) -> Iterator[tuple]:
         if not isinstance(block, dict) or block.get("type") != "api-key":
             continue
         value = block.get("value")
-        if isinstance(value, str) and value and not _VARIABLE.fullmatch(value.strip()):
+        if isinstance(value, str) and value and not VARIABLE.fullmatch(value.strip()):
             yield (*loc, "value")

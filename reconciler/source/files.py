@@ -1,0 +1,173 @@
+"""Finding model files under a directory and reading one, whatever sits at its path.
+
+The tree and the files come from a pull request: a directory symlink may point back up the tree,
+a ``*.toml`` may be a FIFO, a socket, a device or a link to ``/dev/zero``. :func:`discover`
+follows each real directory once; :func:`read_capped` never opens what is not a regular file,
+never blocks and never reads more than the cap.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..text import printable
+
+SUFFIXES = (".toml", ".json")
+MAX_FILE_BYTES = 1 << 20  # 1 MiB: a model definition is a few hundred bytes
+
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+_OPEN_FLAGS |= getattr(os, "O_CLOEXEC", 0)
+
+
+class ModelFileFilter:
+    """Which paths are model files: ``*.toml``/``*.json``, not hidden, not an editor leftover.
+
+    Callable as a watchfiles filter (``change, path``) as well as on a bare path.
+    """
+
+    def accepts(self, path: str | os.PathLike[str]) -> bool:
+        name = os.path.basename(path)
+        if name.startswith((".", "#", "~")) or name.endswith(("~", ".swp", ".swx", ".tmp")):
+            return False
+        return name.endswith(SUFFIXES)
+
+    def __call__(self, change: object, path: str) -> bool:
+        parts = Path(path).parts
+        return self.accepts(path) and not any(p.startswith(".") for p in parts[:-1][-8:])
+
+
+def discover(
+    root: str | os.PathLike[str], file_filter: ModelFileFilter | None = None
+) -> Iterator[str]:
+    """Every model file under ``root``, recursively, in a stable order; hidden folders skipped.
+
+    Directory symlinks are followed, each real directory (device, inode) at most once, so a link
+    back up the tree (``ln -s .. up``, ``ln -s . self``) neither loops nor counts a file twice. A
+    directory named like a model file, or one that cannot be listed, is yielded too, so the loader
+    reports it instead of silently missing its models.
+    """
+    accepts = (file_filter or ModelFileFilter()).accepts
+    top = os.fspath(root)
+    try:
+        st = os.stat(top)
+    except OSError:
+        return
+    seen = {(st.st_dev, st.st_ino)}
+    stack = [top]
+    while stack:
+        current = stack.pop()
+        try:
+            with os.scandir(current) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError:
+            if current == top or not accepts(current):  # else yielded already, as a file
+                yield current
+            continue
+        subdirs: list[str] = []
+        for entry in entries:
+            name = entry.name
+            try:
+                is_dir = entry.is_dir()  # follows a symlink
+            except OSError:
+                is_dir = False
+            if not is_dir:
+                if accepts(name):
+                    yield entry.path
+                continue
+            if name.startswith("."):
+                continue
+            if accepts(name):
+                yield entry.path
+            try:
+                dst = entry.stat()
+            except OSError:
+                yield entry.path
+                continue
+            key = (dst.st_dev, dst.st_ino)
+            if key not in seen:
+                seen.add(key)
+                subdirs.append(entry.path)
+        stack.extend(reversed(subdirs))
+
+
+class Unreadable(Exception):
+    """Why a path could not be read as a model file (a message for the user, no content)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def read_capped(path: str, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of the regular file at ``path``; :class:`Unreadable` for anything else (missing,
+    a broken link, a directory, a FIFO, socket or device, over ``max_bytes``, unreadable)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise Unreadable(f"broken symlink (points to {printable(os.readlink(path))})") from None
+        raise Unreadable("no such file") from None
+    except OSError as exc:
+        raise Unreadable(f"cannot read: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise Unreadable(_directory_problem(path))
+    if not stat.S_ISREG(st.st_mode):
+        raise Unreadable(f"not a regular file ({_kind(st.st_mode)}): skipped without opening it")
+    if st.st_size > max_bytes:
+        raise Unreadable(_too_big(st.st_size, max_bytes))
+    try:
+        # O_NONBLOCK: should the path be swapped for a FIFO after the stat, open returns at once.
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError as exc:
+        raise Unreadable(f"cannot read: {exc.strerror or exc}") from None
+    try:
+        fst = os.fstat(fd)
+        if not stat.S_ISREG(fst.st_mode):
+            raise Unreadable(f"not a regular file ({_kind(fst.st_mode)}): skipped")
+        want = min(fst.st_size, max_bytes) + 1
+        data = os.read(fd, want)
+        if len(data) == want:  # longer than its size said (growing): read on, up to the cap
+            chunks, total = [data], len(data)
+            while total <= max_bytes:
+                chunk = os.read(fd, max_bytes + 1 - total)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                total += len(chunk)
+            data = b"".join(chunks)
+        if len(data) > max_bytes:
+            raise Unreadable(_too_big(len(data), max_bytes, at_least=True))
+        return data
+    except OSError as exc:
+        raise Unreadable(f"cannot read: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+
+
+def _directory_problem(path: str) -> str:
+    try:
+        with os.scandir(path):
+            pass
+    except OSError as exc:
+        return f"cannot list this directory: {exc.strerror or exc}; its model files are unknown"
+    return "is a directory, not a model file"
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    return "not a file"
+
+
+def _too_big(size: int, limit: int, at_least: bool = False) -> str:
+    more = "more than " if at_least else ""
+    return f"{more}{size} bytes, over the {limit}-byte limit (max_file_bytes in reconciler.toml)"
