@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -338,9 +338,23 @@ def health_rows(
     entries: Iterable[Entry],
     ids: Iterable[str] | None = None,
     checks: Mapping[str, HealthResult | Exception] | None = None,
+    hidden: Iterable[str] = (),
 ) -> list[HealthRow]:
     """Rows for ``ids`` (every entry when None), sorted by id: a fresh check's answer where there
-    is one, else the registry's last known state; a declared id the registry lacks is down."""
+    is one, else the registry's last known state; a declared id the registry lacks is down.
+    Errors are scrubbed of ``hidden`` values (a probe may quote a URL a placeholder filled)."""
+    rows = _health_rows(entries, ids, checks)
+    hidden = set(hidden)
+    if not hidden:
+        return rows
+    return [replace(r, error=scrub(r.error, hidden)) if r.error else r for r in rows]
+
+
+def _health_rows(
+    entries: Iterable[Entry],
+    ids: Iterable[str] | None,
+    checks: Mapping[str, HealthResult | Exception] | None,
+) -> list[HealthRow]:
     live = {e.id: e for e in entries}
     checks = checks or {}
     rows = []

@@ -98,8 +98,12 @@ async def test_get_and_list_answer_the_stored_entry(client: httpx.AsyncClient) -
 
 
 async def test_ids_with_reserved_characters_round_trip(client: httpx.AsyncClient) -> None:
-    odd = "team/a:b c?x#y%z+&é"
+    odd = "team:a b+&é@x=y;z"
     assert (await client.post(API, json=minimal(odd))).status_code == 200
+    # Outside the id grammar (one URL path segment, printable): refused, naming the rule.
+    for bad in ("team/a", "..", "a?b", "a#b", "a%2Fb", "a\x1bb"):
+        refused = await client.post(API, json=minimal(bad))
+        assert refused.status_code == 422 and "invalid id" in refused.text, bad
     got = await client.get(item(odd))
     assert got.status_code == 200 and got.json()["id"] == odd
     health = await client.post(item(odd) + "/health")

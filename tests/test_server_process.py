@@ -35,7 +35,7 @@ def wait_for(condition: Any, what: str, deadline: float = 15.0) -> None:
 
 
 def test_entries_survive_a_restart(registry: RunningRegistry) -> None:
-    odd = "team/x:y z"
+    odd = "team:x y+z"
     with client_for(registry) as client:
         added = client.post(API, json=minimal(odd, displayName="Kept")).json()
         client.post(API, json=minimal("meetkai:gone"))

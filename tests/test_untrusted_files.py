@@ -393,3 +393,13 @@ def test_any_bytes_under_any_name_give_a_model_or_a_problem(
     assert "cannot load (" not in text  # the last-resort guard never had to catch anything
     assert KEY not in text and UPSTREAM not in text and "Team Rocket" not in text
     assert text.replace("\n", "").isprintable()
+
+
+def test_health_errors_are_scrubbed_of_hidden_values() -> None:
+    from reconciler import report
+    from reconciler.spec import Entry, HealthResult
+
+    entry = Entry(id="meetkai:a")
+    probe = HealthResult(is_available=False, error=f"GET https://h/{UPSTREAM}: refused")
+    [row] = report.health_rows([entry], None, {"meetkai:a": probe}, {UPSTREAM})
+    assert row.error == "GET https://h/(redacted): refused"

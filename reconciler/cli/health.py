@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from .. import source
+from ..secrets import hidden_values
 from ..text import json_text
 from .common import (
     EXIT_ERROR,
@@ -59,12 +60,15 @@ def health(
     out, err = console(), console(stderr=True)
     target = registry_target(err, config, registry_url, on_behalf_of)
     ids: set[str] | None = None
+    hidden: set[str] = set()
     if not all_models:
         policy = reconcile.load_policy(load_file_config(err, config))
         load = source.load_dir(directory, policy=policy)
         if not directory.is_dir():
             fail(err, f"{directory}: {load.errors[0].message}; pass --dir or --all")
         ids = set(load.models) | set(load.invalid_ids)
+        for m in load.models.values():
+            hidden |= hidden_values(m.definition.to_api(), m.sensitive)
         bad = len({p.path for p in load.errors})
         if bad:
             err.print(
@@ -86,7 +90,7 @@ def health(
         entries, checks = anyio.run(run)
     except RegistryError as exc:
         fail(err, exc.message)
-    rows = report.health_rows(entries, ids, checks)
+    rows = report.health_rows(entries, ids, checks, hidden)
     if output is Output.JSON:
         print(json_text(json.dumps(report.health_json(rows), ensure_ascii=False)))
     else:
