@@ -403,3 +403,24 @@ def test_health_errors_are_scrubbed_of_hidden_values() -> None:
     probe = HealthResult(is_available=False, error=f"GET https://h/{UPSTREAM}: refused")
     [row] = report.health_rows([entry], None, {"meetkai:a": probe}, {UPSTREAM})
     assert row.error == "GET https://h/(redacted): refused"
+
+
+def test_a_plan_never_shows_a_substituted_value_even_in_a_registry_error() -> None:
+    from rich.console import Console
+
+    from reconciler import report
+    from reconciler.apply import Outcome
+    from reconciler.plan import Action, Desired, make_plan
+
+    body = {"id": "meetkai:a\x1b[2J", "displayName": UPSTREAM, "rpm": 1}
+    desired = {"meetkai:a\x1b[2J": Desired(body, "m/a.toml", frozenset({("displayName",)}))}
+    plan = make_plan(desired, [])
+    failed = [Outcome("meetkai:a\x1b[2J", Action.CREATE, False, f"400: bad name {UPSTREAM!r}")]
+    console = Console(record=True, width=200, color_system=None)
+    report.render_plan(console, plan, outcomes=failed)
+    text = console.export_text()
+    doc = json_text(json.dumps(report.plan_json(plan, outcomes=failed), ensure_ascii=False))
+    for out in (text, doc):
+        assert UPSTREAM not in out and "\x1b" not in out
+    assert "+ displayName: (redacted)" in text and "failed: 400: bad name '(redacted)'" in text
+    assert "+ meetkai:a\\x1b[2J (m/a.toml): create" in text

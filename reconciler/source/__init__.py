@@ -297,6 +297,8 @@ def _validation_problem(
     else:
         message = error["msg"]
         filled = _near(path, sensitive)
+        # Anything under auth (a superset of secrets.is_secret_path, whose union tags pydantic's
+        # loc still carries) or near a filled field is named without its input.
         quiet = "auth" in loc or filled
         if "input" in error and kind not in ("model_type", "dict_type") and not quiet:
             message += f" (got {_SHORT.repr(error['input'])})"
