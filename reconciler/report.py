@@ -196,10 +196,9 @@ def change_lines(change: Change, failure: Outcome | None = None) -> list[Line]:
 
 def failure_text(change: Change, failure: Outcome) -> str:
     """Why a write failed, without any secret or substituted value the registry may quote."""
-    error = failure.error or "unknown error"
-    if change.body is None:
-        return error
-    return scrub(error, hidden_values(change.body, change.sensitive))
+    return scrub(
+        failure.error or "unknown error", hidden_values(change.body or {}, change.sensitive)
+    )
 
 
 def render_outcome(console: Console, outcome: Outcome) -> None:
@@ -343,11 +342,9 @@ def health_rows(
     """Rows for ``ids`` (every entry when None), sorted by id: a fresh check's answer where there
     is one, else the registry's last known state; a declared id the registry lacks is down.
     Errors are scrubbed of ``hidden`` values (a probe may quote a URL a placeholder filled)."""
-    rows = _health_rows(entries, ids, checks)
     hidden = set(hidden)
-    if not hidden:
-        return rows
-    return [replace(r, error=scrub(r.error, hidden)) if r.error else r for r in rows]
+    rows = _health_rows(entries, ids, checks)
+    return [replace(r, error=scrub(r.error, hidden)) if r.error and hidden else r for r in rows]
 
 
 def _health_rows(
