@@ -243,6 +243,17 @@ def test_breaker_counts_attempts_in_a_row_and_any_answer_closes_it() -> None:
         Breaker(fake.clock, threshold=0)
 
 
+def test_silence_is_measured_from_the_last_answer_of_any_call() -> None:
+    fake = FakeTime()
+    breaker = Breaker(fake.clock)
+    assert breaker.silent_for(15)  # never answered
+    breaker.answered()
+    fake.now += 14.9
+    assert not breaker.silent_for(15)
+    fake.now += 0.1
+    assert breaker.silent_for(15)
+
+
 def test_without_a_retry_budget_one_failure_does_not_open_the_breaker() -> None:
     fake, registry = FakeTime(), DiesAfter(0)
     c = make_client(registry, fake, retry=RetryPolicy(total=0, connect_total=0, jitter=0))

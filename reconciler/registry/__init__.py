@@ -9,12 +9,13 @@ Retries (policy in :mod:`reconciler.retry`): 429, 500, 502, 503, 504 and every t
 retried for 2.5 s only, and the first retry after an answer (or at start) calls ``on_retry`` once
 with a one-line notice (the CLI prints it on stderr).
 
-Giving up together: one :class:`~reconciler.retry.Breaker` per client counts attempts that got
-no answer at all. After 8 in a row, or once a call spent its whole budget without one, it opens:
-calls not yet sent raise :class:`NotAttemptedError` at once ("not attempted: the registry
-stopped answering"), calls in backoff stop retrying and raise their last failure. Any answer
-closes it, as do :meth:`RegistryClient.reset` and 30 s passing. So a registry killed in the
-middle of a sync ends the run within seconds (refused) or one timeout plus the budget (hung).
+Giving up together: one :class:`~reconciler.registry.retry.Breaker` per client counts attempts
+that got no answer at all. After 8 in a row, or once a call spent its whole budget while no call
+got an answer for that long, it opens: calls not yet sent raise :class:`NotAttemptedError` at
+once ("not attempted: the registry stopped answering"), calls in backoff stop retrying and raise
+their last failure. Any answer closes it, as do :meth:`RegistryClient.reset` and 30 s passing.
+So a registry killed in the middle of a sync ends the run within seconds (refused) or about two
+timeouts (hung).
 
 Writes are retried too, because every write here is safe to repeat: add over an existing entry
 replaces it or answers 409 (which :mod:`reconciler.apply` turns into a PATCH), PATCH sets the
@@ -286,7 +287,6 @@ class RegistryClient:
         start = self._clock()
         slept = 0.0
         attempt = 0
-        answers = breaker.answers
         content = None
         headers = {}
         if json_body is not None:
@@ -331,7 +331,7 @@ class RegistryClient:
             budget = policy.budget(cannot_connect)
             remaining = budget - elapsed
             if remaining <= 0:
-                if breaker.answers == answers and attempt:
+                if attempt and breaker.silent_for(budget):
                     # Silent for a whole budget: the other calls need not find out one by one.
                     breaker.trip(cause)
                 raise failure

@@ -92,8 +92,8 @@ class Breaker:
     """A circuit breaker over "did the registry answer at all", shared by one client's calls.
 
     It opens after ``threshold`` attempts in a row got no answer (any call, any error without
-    an HTTP status), or when one call spent its whole retry budget while no call got an answer
-    (:attr:`answers` did not move). While open,
+    an HTTP status), or when one call spent its whole retry budget and the registry has not
+    answered any call for at least that long (:meth:`silent_for`). While open,
     calls not yet sent fail at once and calls in their backoff stop retrying. Any answer closes
     it; so does :meth:`reset` or ``cooldown`` seconds passing (a long-lived client tries again).
     """
@@ -105,7 +105,7 @@ class Breaker:
         self.threshold = threshold
         self.cooldown = cooldown
         self.failures = 0  # attempts in a row without an answer
-        self.answers = 0  # answers ever: a call that saw this move knows the registry lives
+        self.answered_at: float | None = None  # when the registry last answered anything
         self.opened_at: float | None = None
         self.cause: str | None = None  # the failure that opened it, for "not attempted" messages
         self.warned = False  # the one "retrying" notice of this silence was given
@@ -122,7 +122,7 @@ class Breaker:
 
     def answered(self) -> None:
         """An HTTP answer came (any status): the registry is alive."""
-        self.answers += 1
+        self.answered_at = self._clock()
         self.failures = 0
         self.warned = False
         self.opened_at = None
@@ -133,6 +133,10 @@ class Breaker:
         self.failures += 1
         if self.failures >= self.threshold:
             self.trip(cause)
+
+    def silent_for(self, seconds: float) -> bool:
+        """Whether no call got an answer in the last ``seconds`` (or ever)."""
+        return self.answered_at is None or self._clock() - self.answered_at >= seconds
 
     def trip(self, cause: str) -> None:
         """Open now (a call spent its budget without an answer)."""
