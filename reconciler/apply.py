@@ -43,6 +43,9 @@ class Stop:
         self.grace = grace
         self.reason: str | None = None
         self.abandoned = False
+        # What the runs it watches did so far, for the message that announces the stop.
+        self.in_flight = 0
+        self.landed = 0
         self._events: list[anyio.Event] = []
 
     def is_set(self) -> bool:
@@ -144,8 +147,13 @@ async def apply_plan(
                 outcome = Outcome(change.id, change.action, False, ABANDONED)
                 with anyio.CancelScope() as scope:
                     in_flight.add(scope)
+                    if stop is not None:
+                        stop.in_flight += 1
                     outcome = await _attempt(change, client, update_method)
                 in_flight.discard(scope)
+                if stop is not None:
+                    stop.in_flight -= 1
+                    stop.landed += outcome.ok
         outcomes[index] = outcome
         if on_result is not None:
             on_result(outcome)

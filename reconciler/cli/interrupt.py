@@ -89,8 +89,9 @@ class Interrupt:
         elif first:
             self.stop.set(f"interrupted by {sig.name}")
             self.err.print(
-                f"{sig.name}: stopping; no new write starts, the writes in flight finish "
-                f"(within {self.stop.grace:g} s; signal again to abandon them)",
+                f"{sig.name}: stopping: {self.stop.landed} write(s) landed, no new write starts, "
+                f"{self.stop.in_flight} in flight finish (within {self.stop.grace:g} s; signal "
+                "again to abandon them)",
                 markup=False,
             )
         else:

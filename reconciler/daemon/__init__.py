@@ -69,8 +69,9 @@ async def _main(
     loop = asyncio.get_running_loop()
 
     def stop(sig: signal.Signals) -> None:
-        event(log, "stopping", signal=sig.name)
         daemon.stop()
+        halt = daemon.halt  # writes since start: landed, and in flight (finishing, none new)
+        event(log, "stopping", signal=sig.name, writes_landed=halt.landed, in_flight=halt.in_flight)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop, sig)
