@@ -513,6 +513,38 @@ def test_a_bad_api_key_is_reported_and_nothing_leaks(
         assert "wrong-key-do-not-show" not in text
 
 
+def test_hostile_files_arriving_while_it_runs_fail_alone(
+    watcher: Callable[..., Watcher], models: Path, registry: RunningRegistry
+):
+    write_model(models, "team:a")
+    w = watcher("--log-format", "json")
+    wait_for("synced", lambda: (w.model("team:a") or {}).get("state") == "synced")
+    os.mkfifo(models / "fifo.toml")
+    (models / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    (models / "leak.toml").write_text(
+        model_toml("team:leak").replace('modelId = "leak"', 'modelId = "${MKA1_API_KEY}"')
+    )
+    (models / "sub").mkdir()
+    os.symlink("..", models / "sub" / "up")
+    os.symlink(".", models / "self")
+    write_model(models, "team:b")
+    wait_for("team:b synced", lambda: (w.model("team:b") or {}).get("state") == "synced")
+    expected = {"fifo.toml", "deep.json", "leak.toml"}
+
+    def invalid() -> set[str]:
+        return {os.path.basename(f["file"]) for f in w.status()["invalid_files"]}
+
+    wait_for("the hostile files reported", lambda: invalid() == expected)
+    moment = time.time()
+    wait_for("a full resync", lambda: w.synced_after(moment))  # a rescan walks the links
+    status = w.status()
+    assert status["files"] == 5 and invalid() == expected  # each real file once
+    assert w.http.get("/healthz").status_code == 200 and w.ready() == 200
+    assert w.entry("team:leak") is None
+    for text in (w.output(), json.dumps(status), w.http.get("/").text):
+        assert registry.api_key not in text
+
+
 def test_nothing_secret_is_served(watcher: Callable[..., Watcher], models: Path):
     write_model(models, "team:a", secret=True)
     w = watcher()
