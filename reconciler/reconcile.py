@@ -6,7 +6,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,8 +59,10 @@ def make_client(
     timeout: float = 10.0,
     rps: float | None = None,
     concurrency: int = 4,
+    on_retry: Callable[[str], None] | None = None,
 ) -> RegistryClient:
-    """A client for ``target``; raises :class:`RegistryError` for a malformed URL."""
+    """A client for ``target``; raises :class:`RegistryError` for a malformed URL. ``on_retry``
+    gets the one-line notice when the registry stops answering (see :mod:`reconciler.registry`)."""
     connections = max(concurrency, 1)
     transport = None
     if target.url.strip().lower().startswith("http://"):
@@ -76,6 +78,7 @@ def make_client(
         rps=rps,
         max_connections=connections,
         transport=transport,
+        on_retry=on_retry,
     )
 
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import REPO, RunningRegistry, free_port
+from conftest import REPO, RunningRegistry, clean_env, free_port
 from helpers import minimal
 
 DEADLINE = 30.0
@@ -226,3 +226,26 @@ def test_a_hung_registry_ends_the_sync_too(
     assert gone, err
     assert sum(map(int, gone.groups())) == len(ids) and int(gone[3]) > 50
     assert "no answer within 1 s" in err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("sync", "--dir", "models.d"), ("export", "--dir", "out.d"), ("health", "--all")],
+    ids=["sync", "export", "health"],
+)
+def test_a_dead_registry_is_announced_once_and_ends_the_command(
+    run_cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    model_files(tmp_path / "models.d", 2)
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    env = {**clean_env(), "MKA1_API_URL": url, "MKA1_API_KEY": "k"}
+    started = time.monotonic()
+    result = run_cli(*args, env=env, cwd=tmp_path)
+    assert result.returncode == 1
+    notice, error = result.stderr.splitlines()
+    assert (
+        notice
+        == f"retrying for up to 2.5 s: cannot reach the registry at {url}: connection refused"
+    )
+    assert error.startswith(f"error: cannot reach the registry at {url}: connection refused")
+    assert time.monotonic() - started < 15  # the 2.5 s budget, not the 15 s one

@@ -57,7 +57,10 @@ def export(
     target = registry_target(err, config, registry_url, on_behalf_of)
 
     async def run() -> list[Entry]:
-        async with reconcile.make_client(target, timeout=timeout) as client:
+        client = reconcile.make_client(
+            target, timeout=timeout, on_retry=lambda notice: err.print(notice, markup=False)
+        )
+        async with client:
             return await client.list()
 
     try:

@@ -78,7 +78,13 @@ def health(
             )
 
     async def run() -> tuple[list[Entry], Mapping[str, HealthResult | RegistryError]]:
-        async with reconcile.make_client(target, timeout=timeout, concurrency=concurrency) as c:
+        client = reconcile.make_client(
+            target,
+            timeout=timeout,
+            concurrency=concurrency,
+            on_retry=lambda notice: err.print(notice, markup=False),
+        )
+        async with client as c:
             entries = await c.list()
             checks: Mapping[str, HealthResult | RegistryError] = {}
             if check:

@@ -99,8 +99,13 @@ def _run(
     loaded: list[reconcile.DesiredState] = []
 
     async def run() -> Plan:
-        client = reconcile.make_client(target, timeout=timeout, rps=rps, concurrency=concurrency)
-        client.on_retry = lambda notice: err.print(notice, markup=False)
+        client = reconcile.make_client(
+            target,
+            timeout=timeout,
+            rps=rps,
+            concurrency=concurrency,
+            on_retry=lambda notice: err.print(notice, markup=False),
+        )
         async with client:
             try:
                 live = await client.list()
