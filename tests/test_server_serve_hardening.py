@@ -7,19 +7,21 @@ import logging
 import os
 import socket
 import stat
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
 from conftest import RunningRegistry, free_port
 from helpers import API, item, minimal
 from typer.testing import CliRunner
 
 from reconciler.cli import app
-from reconciler.server import Store
-from reconciler.server.run import MAX_HEAD
+from reconciler.server import Store, create_app
+from reconciler.server.run import MAX_HEAD, BoundedHttpTools, bind, url_of
 
 runner = CliRunner()
 
@@ -73,7 +75,64 @@ def test_a_request_head_over_the_limit_answers_431_without_a_key(
     answer = exchange(registry, line[: MAX_HEAD + 1])
     assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
     assert still_serves(registry)
-    assert f"refused a request head over {MAX_HEAD} bytes" in registry.stderr()
+    assert f"refused a request: the request line and headers are over {MAX_HEAD} bytes (431)" in (
+        registry.stderr()
+    )
+
+
+class QuickHead(BoundedHttpTools):
+    head_deadline = 0.3
+
+
+@pytest.fixture
+def quick_head_url() -> Iterator[str]:
+    """The registry app under uvicorn in a thread, with a 0.3 s deadline for request heads."""
+    store = Store(":memory:")
+    sock = bind("127.0.0.1", 0)
+    config = uvicorn.Config(create_app(store, "k"), http=QuickHead, log_config=None, lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, "the server to start")
+    yield url_of(sock)
+    server.should_exit = True
+    thread.join(timeout=10)
+    sock.close()
+    store.close()
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize("sent", [b"", b"GET /_control HTTP/1.1\r\nHost: x\r\n"])
+def test_a_request_head_that_stalls_answers_408(quick_head_url: str, sent: bytes) -> None:
+    port = int(quick_head_url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(sent)
+        answer = read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    assert b"did not arrive within 0.3 s" in answer
+
+
+def test_the_head_deadline_spares_a_kept_alive_connection(quick_head_url: str) -> None:
+    port = int(quick_head_url.rsplit(":", 1)[1])
+    request = b"GET /_control HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        reader = sock.makefile("rb")
+        for _ in range(2):
+            sock.sendall(request)
+            assert reader.readline().startswith(b"HTTP/1.1 200 ")
+            length = 0
+            while (line := reader.readline()) != b"\r\n":
+                name, _, value = line.partition(b":")
+                if name.lower() == b"content-length":
+                    length = int(value)
+            assert b'"faults"' in reader.read(length)
+            time.sleep(0.6)  # twice the head deadline: a timer left running closes it meanwhile
 
 
 def test_deep_and_broken_json_answer_400_and_the_server_lives(registry: RunningRegistry) -> None:

@@ -4,13 +4,15 @@ SIGINT and SIGTERM stop the server gracefully and the process exits 0 (uvicorn a
 re-raise the signal after shutting down, which ends the process with a signal status).
 
 A request's head (request line and headers) is bounded before any route or key check runs:
-uvicorn's httptools protocol keeps a URL or header of any length in memory, so anyone who can
-reach the port could exhaust it without a key. Over ``MAX_HEAD`` bytes the server answers 431
-and closes the connection.
+uvicorn's httptools protocol keeps a URL or header of any length in memory and waits for the
+rest of a head forever, so anyone who can reach the port could exhaust memory or connections
+without a key. Over ``MAX_HEAD`` bytes the server answers 431, after ``HEAD_DEADLINE`` seconds
+408, and closes the connection.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -25,56 +27,86 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 HANDLED = (signal.SIGINT, signal.SIGTERM)
 MAX_HEAD = 64 * 1024  # as h11 counts it (its default is 16 KiB); a real request head is < 1 KiB
+HEAD_DEADLINE = 30.0  # seconds from a head's first byte to its last
 
 log = logging.getLogger("reconciler.server")
 
 
-def _head_too_large() -> bytes:
-    body = json.dumps(
-        {
-            "error": {
-                "message": f"the request line and headers are over {MAX_HEAD} bytes",
-                "type": "request_too_large",
-            }
-        }
-    ).encode()
+def _refusal(status: str, kind: str, message: str) -> bytes:
+    """A whole HTTP answer refusing a request whose head never made it to the app."""
+    body = json.dumps({"error": {"message": message, "type": kind}}).encode()
     head = (
-        "HTTP/1.1 431 Request Header Fields Too Large\r\n"
-        "content-type: application/json\r\n"
-        f"content-length: {len(body)}\r\n"
-        "connection: close\r\n\r\n"
+        f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
     )
     return head.encode() + body
 
 
 class BoundedHttpTools(HttpToolsProtocol):
-    """uvicorn's httptools protocol, refusing a request head over ``MAX_HEAD`` bytes."""
+    """uvicorn's httptools protocol, refusing a request head over ``MAX_HEAD`` bytes or still
+    arriving ``head_deadline`` seconds after its first byte."""
 
+    head_deadline = HEAD_DEADLINE
     _reading_head = True
     _head_bytes = 0
     _heads = 0  # heads completed on this connection
+    _head_timer: asyncio.TimerHandle | None = None
 
     def on_headers_complete(self) -> None:
         self._reading_head = False
         self._heads += 1
+        self._stop_head_timer()
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         self._reading_head, self._head_bytes = True, 0
         super().on_message_complete()
 
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        # uvicorn arms no timer before the first byte: a silent connection would stay for good.
+        self._head_timer = self.loop.call_later(self.head_deadline, self._head_too_slow)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
     def data_received(self, data: bytes) -> None:
         was_reading_head, heads = self._reading_head, self._heads
+        if was_reading_head and self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.head_deadline, self._head_too_slow)
         super().data_received(data)
         # Only a chunk that is all head counts: one that ended a head, or a body, may be mostly
         # body bytes. (A pipelined head that starts mid-chunk is counted from its next chunk.)
         if not (was_reading_head and self._reading_head and heads == self._heads):
             return
         self._head_bytes += len(data)
-        if self._head_bytes > MAX_HEAD and not self.transport.is_closing():
-            log.warning("refused a request head over %d bytes (431)", MAX_HEAD)
-            self.transport.write(_head_too_large())
-            self.transport.close()
+        if self._head_bytes > MAX_HEAD:
+            self._refuse(
+                "431 Request Header Fields Too Large",
+                f"the request line and headers are over {MAX_HEAD} bytes",
+            )
+
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        if self._reading_head:
+            self._refuse(
+                "408 Request Timeout",
+                f"the request line and headers did not arrive within {self.head_deadline:g} s",
+            )
+
+    def _refuse(self, status: str, message: str) -> None:
+        if self.transport.is_closing():
+            return
+        log.warning("refused a request: %s (%s)", message, status.split()[0])
+        kind = "request_timeout" if status.startswith("408") else "request_too_large"
+        self.transport.write(_refusal(status, kind, message))
+        self.transport.close()
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
 
 
 class _Server(uvicorn.Server):
