@@ -198,19 +198,32 @@ async def test_the_access_log_escapes_the_path_and_cuts_it(
     lines = [r.getMessage() for r in caplog.records if r.name == "reconciler.server"]
     assert len(lines) == 2
     assert all("\n" not in line and "\x1b" not in line and "\u202e" not in line for line in lines)
-    assert "x\\x0a2026-01-01" in lines[0] and "\\x1b[2J\\u202e" in lines[0]
+    assert "x\\n2026-01-01" in lines[0] and "\\x1b[2J\\u202e" in lines[0]
     assert len(lines[1]) < 400 and "(+" in lines[1]
 
 
 async def test_error_messages_escape_and_cut_ids(client: httpx.AsyncClient) -> None:
     message = error_of(await client.get(item("a\nb\x1bc")), 404, "not_found_error")
-    assert "a\\x0ab\\x1bc" in message and "\n" not in message
+    assert "a\\nb\\x1bc" in message and "\n" not in message
     message = error_of(await client.get(item("a" * 60_000)), 404, "not_found_error")
     assert len(message) < 400
     message = error_of(await client.get("/nothing/%1b"), 404, "not_found_error")
     assert message == "no route for /nothing/\\x1b"
     details = (await client.post(API, json=minimal(**{"\x1b[31m": 1}))).json()["error"]["details"]
     assert [d["loc"] for d in details] == ["\\x1b[31m"]
+
+
+@pytest.mark.parametrize(
+    "bad_id", ["a" * 100_000, "a\nb", "a\x1b[2Jb", "a\u202eb"], ids=["100k", "LF", "ESC", "bidi"]
+)
+async def test_ids_outside_the_grammar_answer_422_naming_id_and_are_not_echoed(
+    client: httpx.AsyncClient, bad_id: str
+) -> None:
+    response = await client.post(API, json=minimal(bad_id))
+    message = error_of(response, 422, "validation_error")
+    assert [d["loc"] for d in response.json()["error"]["details"]] == ["id"]
+    assert "invalid id" in message and bad_id not in response.text and len(response.text) < 1000
+    assert (await client.get(API)).json()["data"] == []
 
 
 async def test_an_entry_with_a_newline_in_its_id_can_still_be_read_and_removed(

@@ -158,7 +158,7 @@ def test_the_access_log_cannot_be_forged_and_never_shows_user_info(
     log = registry.stderr()
     assert "SECRET" not in log and "probe-user" not in log and "\x1b" not in log
     assert not any(line.startswith("FORGED") for line in log.splitlines())
-    assert f"GET {API}/x\\x0aFORGED\\x1b[2J 404" in log
+    assert f"GET {API}/x\\nFORGED\\x1b[2J 404" in log
 
 
 def test_the_database_is_private_on_a_real_server(

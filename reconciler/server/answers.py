@@ -13,29 +13,17 @@ from pydantic import ValidationError
 from starlette.responses import JSONResponse, Response
 
 from ..spec import describe_loc, error_hint
+from ..text import printable as text_printable
 from .store import dumps
 
 SHOWN_CHARS = 200  # an id or a path longer than this is cut in messages and logs
 
 
 def printable(text: str, limit: int = SHOWN_CHARS) -> str:
-    """``text`` with control and other non-printable characters (and ``\\``) escaped, cut at
+    """``text`` with unprintable characters escaped (as everywhere in the product), cut at
     ``limit`` characters with a note of how many were left out."""
-    cut = text[:limit]
-    if not cut.isprintable() or "\\" in cut:
-        cut = "".join(_escape(c) for c in cut)
-    if len(text) > limit:
-        cut += f"...(+{len(text) - limit} chars)"
-    return cut
-
-
-def _escape(c: str) -> str:
-    if c == "\\":
-        return "\\\\"
-    if c.isprintable():
-        return c
-    n = ord(c)
-    return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
+    shown = text_printable(text[:limit])
+    return shown + f"...(+{len(text) - limit} chars)" if len(text) > limit else shown
 
 
 def error(status: int, kind: str, message: str, **extra: Any) -> JSONResponse:

@@ -17,6 +17,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..spec import REDACTED, is_secret_path
+from .jsonbody import check
 
 RECORD_ENV = "RECONCILER_RECORD_CALLS"
 # The key Registry.guarded sets in the request state: which of the six calls this was.
@@ -99,7 +100,7 @@ class CallRecorder:
         }
         if call in _WITH_BODY:
             ok, body = _json(b"".join(request))
-            if ok:
+            if ok and check(body) is None:  # not too deep to walk (the registry answered 400)
                 line["request"] = redact_definition(body)
         ok, body = _json(b"".join(answer))
         if ok:
