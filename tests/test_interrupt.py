@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -102,6 +103,33 @@ def test_a_signal_during_sync_starts_no_new_write_and_reports_what_landed(
     # The report names every write that landed, and says the rest were not attempted.
     assert f"Applied: {applied} of {len(ids)} writes succeeded" in out
     assert out.count("not attempted: interrupted by " + sig.name) == skipped
+
+
+def test_a_second_signal_abandons_the_writes_in_flight(
+    registry_factory: Callable[..., RunningRegistry], tmp_path: Path
+) -> None:
+    registry = registry_factory(extra_args=["--latency-ms", "300"])
+    model_files(tmp_path / "models.d", 20)
+    proc = cli(registry, tmp_path, "sync", "--dir", "models.d", "--concurrency", "2")
+    assert registry.process is not None and proc.stderr is not None
+    try:
+        wait_for("two writes", lambda: registry.counts()["writes"] >= 2)
+        registry.process.send_signal(signal.SIGSTOP)  # the writes in flight now never end
+        proc.send_signal(signal.SIGINT)
+        ready, _, _ = select.select([proc.stderr], [], [], DEADLINE)
+        first = proc.stderr.readline() if ready else ""
+        assert first.startswith("SIGINT: stopping"), first
+        proc.send_signal(signal.SIGINT)  # do not wait for them
+        out, err = proc.communicate(timeout=DEADLINE)
+    finally:
+        registry.process.send_signal(signal.SIGCONT)
+        proc.kill()
+    assert proc.returncode == 130, err
+    in_flight = int(re.findall(r"(\d+) in flight", first)[0])
+    match = re.search(r"^interrupted: (\d+) applied, (\d+) not attempted, (\d+) failed$", err, re.M)
+    assert match, err
+    assert int(match[3]) == in_flight == out.count("abandoned while stopping") >= 1
+    assert sum(map(int, match.groups())) == 20
 
 
 @pytest.mark.parametrize(

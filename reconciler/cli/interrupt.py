@@ -63,7 +63,9 @@ class Interrupt:
 
     def _raise(self, signum: int, frame: FrameType | None) -> None:
         self.signal = self.signal or signal.Signals(signum)
-        raise Interrupted
+        if not self.writing:
+            raise Interrupted
+        # The writes are over and being reported: finish that, then exit 130/143.
 
     async def run(self, main: Callable[[], Awaitable[T]]) -> T:
         """Run ``main`` with the signals handled in the loop; raises :class:`Interrupted` when a
