@@ -5,8 +5,17 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .plan import IgnoreRule
@@ -42,10 +51,28 @@ class IgnoreConfig(BaseModel):
     ids: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
 
 
+ENV_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"  # printable in a header, a label, a file name
+
+
+class EnvironmentConfig(BaseModel):
+    """One ``[environments.NAME]`` table: a registry, the variable holding its key, and what
+    differs there (an overlay directory, ownership, ignore rules, the prune limit)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    registry_url: str = Field(min_length=1)
+    api_key_env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    on_behalf_of: str | None = None
+    overlay: str | None = Field(default=None, min_length=1)
+    owns: list[str] | None = None  # replaces the top-level owns when set
+    ignore: list[IgnoreConfig] = Field(default_factory=list)  # added to the top-level rules
+    max_deletes: int | None = Field(default=None, ge=0)
+
+
 class FileConfig(BaseModel):
-    """What ``reconciler.toml`` may say: ``owns``, ``[[ignore]]``, ``registry_url``, and what
-    model files may do: ``allow_env`` (variables non-secret fields may name) and
-    ``max_file_bytes``."""
+    """What ``reconciler.toml`` may say: ``owns``, ``[[ignore]]``, ``registry_url``,
+    ``[environments.NAME]``, and what model files may do: ``allow_env`` (variables non-secret
+    fields may name) and ``max_file_bytes``."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
@@ -54,6 +81,9 @@ class FileConfig(BaseModel):
     registry_url: str | None = None
     allow_env: list[str] = Field(default_factory=list)
     max_file_bytes: int = Field(default=1 << 20, gt=0)
+    environments: dict[Annotated[str, StringConstraints(pattern=ENV_NAME)], EnvironmentConfig] = (
+        Field(default_factory=dict)
+    )
     path: str | None = Field(default=None, exclude=True)  # where it was read from, if anywhere
 
     def ignore_rules(self) -> tuple[IgnoreRule, ...]:
@@ -62,8 +92,22 @@ class FileConfig(BaseModel):
 
     def credential_env(self) -> tuple[str, ...]:
         """The variables that hold the reconciler's own credentials: no model file may name
-        them, in any field (every key variable the configuration names belongs here)."""
-        return ("MKA1_API_KEY",)
+        them, in any field (every environment's api_key_env among them)."""
+        keys = (e.api_key_env for e in self.environments.values())
+        return tuple(dict.fromkeys(("MKA1_API_KEY", *keys)))
+
+    @model_validator(mode="after")
+    def _one_way_to_a_registry(self) -> FileConfig:
+        if self.environments and self.registry_url is not None:
+            raise ValueError(
+                "registry_url: with [environments], each environment names its registry_url"
+            )
+        return self
+
+    @property
+    def directory(self) -> Path:
+        """Where paths in the file are relative to: its folder (the working directory if none)."""
+        return Path(self.path).parent if self.path else Path()
 
 
 def load_config(path: str | os.PathLike[str] | None = None, cwd: Path | None = None) -> FileConfig:
@@ -95,12 +139,26 @@ def load_config(path: str | os.PathLike[str] | None = None, cwd: Path | None = N
             if e["type"] == "extra_forbidden":
                 hint = suggest(str(e["loc"][-1]), _known_keys(e["loc"]))
                 what = "unknown key" + (f"; did you mean {hint!r}?" if hint else "")
+            elif e["type"] == "string_pattern_mismatch" and e["loc"][-1] in _PATTERNS:
+                where = format_path(e["loc"][:-1]) if e["loc"][-1] == "[key]" else where
+                what = _PATTERNS[str(e["loc"][-1])]
             else:
                 what = e["msg"]
             messages.append(f"{shown}: {where}: {what}")
         raise ConfigError("\n".join(messages)) from None
 
 
+_PATTERNS = {
+    "[key]": "an environment name is letters, digits, '.', '_' and '-' (up to 63)",
+    "api_key_env": "the name of an environment variable (letters, digits, '_')",
+}
+
+
 def _known_keys(loc: tuple[str | int, ...]) -> list[str]:
-    model = IgnoreConfig if len(loc) > 1 and loc[0] == "ignore" else FileConfig
+    model: type[BaseModel] = FileConfig
+    if loc[0] == "environments":
+        loc = loc[2:]  # environments.NAME.<key>
+        model = EnvironmentConfig
+    if len(loc) > 1 and loc[0] == "ignore":
+        model = IgnoreConfig
     return [k for k in model.model_fields if k != "path"]

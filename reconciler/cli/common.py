@@ -69,7 +69,12 @@ OwnsOpt = Annotated[
     ),
 ]
 MaxDeletesOpt = Annotated[
-    int, typer.Option("--max-deletes", help="Refuse to prune more than this.")
+    int | None,
+    typer.Option(
+        "--max-deletes",
+        help="Refuse to prune more than this [default: 5, or max_deletes of the environment].",
+        show_default=False,
+    ),
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Prune even beyond --max-deletes.")]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Treat immutable conflicts as errors.")]

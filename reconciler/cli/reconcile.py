@@ -38,6 +38,7 @@ from .common import (
     load_file_config,
     load_settings,
 )
+from .environments import AllEnvsOpt, EnvOpt
 from .interrupt import Interrupt, Interrupted, registry_gone
 
 
@@ -64,7 +65,7 @@ def _run(
     config_path: Path | None,
     prune: bool,
     owns: list[str] | None,
-    max_deletes: int,
+    max_deletes: int | None,
     force: bool,
     strict: bool,
     output: Output,
@@ -74,6 +75,8 @@ def _run(
     update_method: UpdateMethod,
     write: bool,
     dry_run: bool = False,
+    env: list[str] | None = None,
+    all_envs: bool = False,
 ) -> int:
     import anyio
 
@@ -81,12 +84,44 @@ def _run(
     from .. import reconcile, report
     from ..plan import Action, writes
     from ..registry import RegistryError
+    from . import environments
 
     config = load_file_config(err, config_path)
     settings = load_settings(err)
+    if environments.wanted(config, env, all_envs):
+        chosen = environments.resolve(
+            err,
+            config,
+            env,
+            all_envs,
+            registry_url=registry_url or settings.api_url,
+            on_behalf_of=on_behalf_of or settings.on_behalf_of,
+            prune=prune,
+            owns=owns or (),
+            max_deletes=max_deletes,
+            force=force,
+            as_json=output is Output.JSON,
+        )
+        how = environments.EnvReconcile(
+            directory=directory,
+            strict=strict,
+            as_json=output is Output.JSON,
+            write=write,
+            dry_run=dry_run,
+            concurrency=concurrency,
+            rps=rps,
+            timeout=timeout,
+            update_method=update_method.value,
+            policy=reconcile.load_policy(config),
+        )
+        return environments.reconcile(chosen, how, interrupt, out, err)
     try:
         prune_opts = reconcile.prune_options(
-            prune, owns or (), config, max_deletes=max_deletes, force=force
+            prune,
+            owns or (),
+            config,
+            max_deletes=5 if max_deletes is None else max_deletes,
+            force=force,
         )
         target = reconcile.resolve_target(
             settings, config, registry_url=registry_url, on_behalf_of=on_behalf_of
@@ -195,11 +230,13 @@ def diff(
     config: ConfigOpt = None,
     prune: PruneOpt = False,
     owns: OwnsOpt = None,
-    max_deletes: MaxDeletesOpt = 5,
+    max_deletes: MaxDeletesOpt = None,
     force: ForceOpt = False,
     strict: StrictOpt = False,
     output: OutputOpt = Output.TEXT,
     timeout: TimeoutOpt = 10.0,
+    env: EnvOpt = None,
+    all_envs: AllEnvsOpt = False,
 ) -> None:
     """Show what sync would change; changes nothing. Exit 0 in sync, 2 pending, 1 on error."""
     raise typer.Exit(
@@ -219,6 +256,8 @@ def diff(
             timeout=timeout,
             update_method=UpdateMethod.ADD,
             write=False,
+            env=env,
+            all_envs=all_envs,
         )
     )
 
@@ -230,7 +269,7 @@ def sync(
     config: ConfigOpt = None,
     prune: PruneOpt = False,
     owns: OwnsOpt = None,
-    max_deletes: MaxDeletesOpt = 5,
+    max_deletes: MaxDeletesOpt = None,
     force: ForceOpt = False,
     strict: StrictOpt = False,
     output: OutputOpt = Output.TEXT,
@@ -241,6 +280,8 @@ def sync(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Plan and print; write nothing.")
     ] = False,
+    env: EnvOpt = None,
+    all_envs: AllEnvsOpt = False,
 ) -> None:
     """Make the registry match the files. Exit 0 when every write succeeded, 1 otherwise."""
     raise typer.Exit(
@@ -261,5 +302,7 @@ def sync(
             update_method=update_method,
             write=True,
             dry_run=dry_run,
+            env=env,
+            all_envs=all_envs,
         )
     )

@@ -34,6 +34,7 @@ from .placeholders import DEFAULT_POLICY, VARIABLE, LoadPolicy, substitute
 __all__ = [
     "DEFAULT_POLICY",
     "SUFFIXES",
+    "Document",
     "FileResult",
     "LoadPolicy",
     "LoadResult",
@@ -45,6 +46,8 @@ __all__ = [
     "discover",
     "load_dir",
     "load_file",
+    "read_document",
+    "validate_data",
 ]
 
 Severity = Literal["error", "warning"]
@@ -187,7 +190,7 @@ def load_file(
     the path holds, the answer is a model or the problems that kept it from being one."""
     shown = os.fspath(path)  # as given: discover() joins it onto ``root`` already
     try:
-        return _load(shown, os.fspath(path), env, now, policy)
+        return _load(shown, env, now, policy)
     except RecursionError:
         return _failed(shown, "nested too deeply to be a model definition")
     except MemoryError:
@@ -202,66 +205,105 @@ def _failed(
     return FileResult(shown, None, declared, (Problem(shown, message, line=line),))
 
 
-def _load(
+@dataclass(frozen=True)
+class Document:
+    """One file read, parsed and its placeholders filled: what model files and overlays share.
+    ``data`` is None when that failed; ``errors`` say why."""
+
+    path: str
+    text: str = ""
+    raw: dict[str, Any] = field(default_factory=dict)  # as written, before substitution
+    data: dict[str, Any] | None = None
+    declared_id: str | None = None
+    errors: tuple[Problem, ...] = ()
+    sensitive: frozenset[FieldPath] = frozenset()  # fields a ${VARIABLE} filled
+    values: frozenset[str] = frozenset()  # what the placeholders put in: never printed
+
+    def line(self, loc: Iterable[str | int]) -> int | None:
+        """Best-effort line of the key at ``loc`` in the file."""
+        return _find_line(self.text, loc)
+
+
+def read_document(
     shown: str,
-    path: str,
-    env: Mapping[str, str] | None,
-    now: float | None,
-    policy: LoadPolicy,
-) -> FileResult:
+    env: Mapping[str, str] | None = None,
+    policy: LoadPolicy = DEFAULT_POLICY,
+    what: str = "one model definition",
+) -> Document:
+    """Read (capped), parse and substitute ``${VARIABLES}`` in one file: an object at the top
+    level. Raises only what :func:`load_file` guards against (RecursionError, MemoryError)."""
+
+    def failed(message: str, line: int | None = None) -> Document:
+        return Document(shown, errors=(Problem(shown, message, line=line),))
+
     try:
-        data_bytes = read_capped(path, policy.max_file_bytes)
-        text = data_bytes.decode("utf-8")
+        text = read_capped(shown, policy.max_file_bytes).decode("utf-8")
     except Unreadable as exc:
-        return _failed(shown, exc.message)
+        return failed(exc.message)
     except UnicodeDecodeError as exc:
-        return _failed(shown, f"not UTF-8 text ({exc.reason} at byte {exc.start})")
+        return failed(f"not UTF-8 text ({exc.reason} at byte {exc.start})")
     if text.startswith("\ufeff"):
         text = text[1:]  # a byte order mark, as some editors write: accepted in TOML and JSON
     if not text.strip():
-        return _failed(shown, "empty file: expected one model definition")
+        return failed(f"empty file: expected {what}")
 
-    is_json = path.endswith(".json")
+    is_json = shown.endswith(".json")
     try:
-        data = json.loads(text) if is_json else tomllib.loads(text)
+        raw = json.loads(text) if is_json else tomllib.loads(text)
     except RecursionError:
-        return _failed(shown, "nested too deeply to be a model definition")
+        return failed(f"nested too deeply to be {what}")
     except ValueError as exc:
-        return _failed(shown, *_parse_error(exc, is_json))
-    if not isinstance(data, dict):
-        return _failed(shown, "expected one model definition (an object) at the top level")
+        return failed(*_parse_error(exc, is_json))
+    if not isinstance(raw, dict):
+        return failed(f"expected {what} (an object) at the top level")
 
-    declared = data.get("id") if isinstance(data.get("id"), str) else None
-    raw = data
-    sensitive: frozenset[FieldPath] = frozenset()
-    values: frozenset[str] = frozenset()
-    # Most files hold no placeholder: skip rebuilding every table for them.
-    if "${" in text:
-        sub = substitute(raw, os.environ if env is None else env, policy)
-        if sub.problems:
-            problems = tuple(
-                Problem(shown, why, format_path(loc), _find_line(text, loc))
-                for loc, why in sub.problems[:MAX_PROBLEMS]
-            )
-            return FileResult(shown, None, declared, problems)
-        data, sensitive, values = sub.data, sub.sensitive, sub.values
+    declared = raw.get("id") if isinstance(raw.get("id"), str) else None
+    if "${" not in text:  # most files hold no placeholder: skip rebuilding every table
+        return Document(shown, text, raw, raw, declared)
+    sub = substitute(raw, os.environ if env is None else env, policy)
+    if sub.problems:
+        problems = tuple(
+            Problem(shown, why, format_path(loc), _find_line(text, loc))
+            for loc, why in sub.problems[:MAX_PROBLEMS]
+        )
+        return Document(shown, text, raw, None, declared, problems)
+    return Document(shown, text, raw, sub.data, declared, (), sub.sensitive, sub.values)
 
+
+def validate_data(
+    doc: Document, data: Mapping[str, Any]
+) -> tuple[Definition | None, tuple[Problem, ...]]:
+    """Validate ``data`` against the schema; problems located in ``doc``, never quoting what
+    its placeholders put in."""
     try:
-        definition = Definition.model_validate(data)
+        return Definition.model_validate(data), ()
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         problems = [
-            _validation_problem(shown, text, e, sensitive, values) for e in errors[:MAX_PROBLEMS]
+            _validation_problem(doc.path, doc.text, e, doc.sensitive, doc.values)
+            for e in errors[:MAX_PROBLEMS]
         ]
         if len(errors) > MAX_PROBLEMS:
-            problems.append(Problem(shown, f"{len(errors) - MAX_PROBLEMS} more error(s) not shown"))
-        return FileResult(shown, None, declared, tuple(problems))
+            problems.append(
+                Problem(doc.path, f"{len(errors) - MAX_PROBLEMS} more error(s) not shown")
+            )
+        return None, tuple(problems)
 
+
+def _load(
+    shown: str, env: Mapping[str, str] | None, now: float | None, policy: LoadPolicy
+) -> FileResult:
+    doc = read_document(shown, env, policy)
+    if doc.data is None:
+        return FileResult(shown, None, doc.declared_id, doc.errors)
+    definition, problems = validate_data(doc, doc.data)
+    if definition is None:
+        return FileResult(shown, None, doc.declared_id, problems)
     warnings = tuple(
-        Problem(shown, message, fld, _find_line(text, loc), "warning")
-        for loc, fld, message in _lint(definition, path, raw=raw, now=now)
+        Problem(shown, message, fld, doc.line(loc), "warning")
+        for loc, fld, message in _lint(definition, shown, raw=doc.raw, now=now)
     )
-    return FileResult(shown, definition, definition.id, (), warnings, sensitive)
+    return FileResult(shown, definition, definition.id, (), warnings, doc.sensitive)
 
 
 # --- parsing ----------------------------------------------------------------------------------

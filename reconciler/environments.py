@@ -1,0 +1,240 @@
+"""Environments: one directory of model files, several registries, each with its own key and
+overlay. The files are read once; each environment gets the base models with its overlay
+applied, is listed, planned and (for sync) written concurrently with the others, and fails
+alone: a registry that is down is that environment's error, not the run's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import anyio
+
+from . import apply as apply_mod
+from . import overlay as overlay_mod
+from .config import EnvironmentConfig, FileConfig
+from .plan import IgnoreRule, Plan, PruneOptions, writes
+from .reconcile import DesiredState, Loading, SetupError, Target, make_client, plan_for
+from .registry import Listing, RegistryError
+from .source import DEFAULT_POLICY, LoadPolicy
+
+
+@dataclass(frozen=True)
+class Environment:
+    """One selected environment, resolved: where its registry is, its key, what it owns."""
+
+    name: str
+    target: Target = field(repr=False)  # holds the key
+    key_env: str
+    prune: PruneOptions | None = None
+    ignore: tuple[IgnoreRule, ...] = ()
+    overlay: Path | None = None
+
+
+def selected(config: FileConfig, names: Sequence[str], all_envs: bool) -> list[str]:
+    """The environment names a command runs for: ``--env`` (repeatable) or ``--all-envs``.
+    Raises :class:`SetupError` when environments are configured and none was chosen, for an
+    unknown name, or when environments are asked for and none is configured."""
+    known = list(config.environments)
+    where = config.path or "reconciler.toml"
+    if not known:
+        if names or all_envs:
+            flag = "--all-envs" if all_envs else "--env"
+            raise SetupError(f"{flag}: no [environments.NAME] table in {where}")
+        return []
+    if names and all_envs:
+        raise SetupError("pass --env NAME (repeatable) or --all-envs, not both")
+    if all_envs:
+        return known
+    if not names:
+        raise SetupError(
+            f"{where} configures environments ({', '.join(known)}): "
+            "pass --env NAME (repeatable) or --all-envs"
+        )
+    unknown = [n for n in names if n not in config.environments]
+    if unknown:
+        raise SetupError(
+            f"unknown environment {unknown[0]!r}; {where} configures: {', '.join(known)}"
+        )
+    return list(dict.fromkeys(names))
+
+
+def resolve(
+    config: FileConfig,
+    name: str,
+    environ: Mapping[str, str],
+    *,
+    on_behalf_of: str | None = None,
+    prune: bool = False,
+    owns: Sequence[str] = (),
+    max_deletes: int | None = None,
+    force: bool = False,
+) -> Environment:
+    """One environment from the config, its key read from the variable it names (and only
+    that one). Flags win over the environment's table, which wins over the top level."""
+    env: EnvironmentConfig = config.environments[name]
+    key = environ.get(env.api_key_env)
+    if not key:
+        raise SetupError(
+            f"environment {name}: {env.api_key_env} is not set (api_key_env: the variable "
+            "that holds this registry's key)"
+        )
+    target = Target(env.registry_url, key, on_behalf_of or env.on_behalf_of)
+    prune_opts = None
+    if prune:
+        patterns = tuple(owns) or tuple(env.owns if env.owns is not None else config.owns)
+        if not patterns:
+            raise SetupError(
+                f"environment {name}: --prune needs an ownership pattern: pass --owns or set "
+                "owns in reconciler.toml (top level or in the environment)"
+            )
+        limit = max_deletes if max_deletes is not None else env.max_deletes
+        limit = 5 if limit is None else limit
+        if limit < 0:
+            raise SetupError("--max-deletes must be 0 or more")
+        prune_opts = PruneOptions(patterns, limit, force)
+    extra = tuple(IgnoreRule(tuple(i.paths), tuple(i.ids)) for i in env.ignore)
+    where = config.directory / env.overlay if env.overlay else None
+    return Environment(
+        name, target, env.api_key_env, prune_opts, config.ignore_rules() + extra, where
+    )
+
+
+def key_variables(config: FileConfig) -> tuple[str, ...]:
+    """Every variable the configuration names as holding a registry key."""
+    return tuple(dict.fromkeys(e.api_key_env for e in config.environments.values()))
+
+
+def desired_for(
+    base: DesiredState, overlays: overlay_mod.Overlays | None
+) -> tuple[DesiredState, tuple[str, ...]]:
+    """An environment's desired state: the base with its overlays (their errors added); and
+    the ids its overlays leave out."""
+    if overlays is None:
+        return base, ()
+    done = overlay_mod.apply_overlays(base.models, base.invalid_ids, overlays)
+    state = replace(
+        base,
+        models=done.models,
+        errors=base.errors + done.errors,
+        warnings=base.warnings + overlays.warnings,
+        invalid_ids=done.invalid_ids,
+    )
+    return state, done.excluded
+
+
+@dataclass
+class EnvRun:
+    """What became of one environment: its plan and writes, or the error that stopped it."""
+
+    env: Environment
+    state: DesiredState | None = None
+    plan: Plan | None = None
+    live: Listing | None = None
+    outcomes: list[apply_mod.Outcome] = field(default_factory=list)
+    error: str | None = None
+    excluded: tuple[str, ...] = ()
+
+    @property
+    def failed(self) -> bool:
+        """The registry failed, a file failed, or a write did."""
+        if self.error is not None or self.state is None:
+            return True
+        return bool(self.state.errors) or any(not o.ok for o in self.outcomes)
+
+
+@dataclass
+class Options:
+    """How each environment is run (the same for all)."""
+
+    write: bool = False
+    timeout: float = 10.0
+    rps: float | None = None
+    concurrency: int = 4
+    update_method: apply_mod.UpdateMethod = "add"
+    stop: apply_mod.Stop | None = None
+    on_retry: Callable[[str], None] | None = None
+    on_writing: Callable[[], None] | None = None  # before the first write of any environment
+    on_result: Callable[[str, apply_mod.Outcome], None] | None = None
+
+
+async def run_all(
+    envs: Sequence[Environment],
+    loading: Loading,
+    overlays: Mapping[str, overlay_mod.Overlays],
+    options: Options,
+) -> list[EnvRun]:
+    """List, plan and (with ``options.write``) apply every environment concurrently; the files
+    are loaded once (``loading``), while the registries are listed."""
+    runs = [EnvRun(e) for e in envs]
+    base: list[DesiredState] = []
+    lock = anyio.Lock()
+
+    async def desired() -> DesiredState:
+        async with lock:  # the first environment to need it waits for the loader; the rest reuse
+            if not base:
+                base.append(await anyio.to_thread.run_sync(loading.result))
+        return base[0]
+
+    async def one(run: EnvRun) -> None:
+        env = run.env
+        try:
+            client = make_client(
+                env.target,
+                timeout=options.timeout,
+                rps=options.rps,
+                concurrency=options.concurrency,
+            )
+        except RegistryError as exc:
+            run.error = exc.message
+            return
+        if options.on_retry is not None:
+            client.on_retry = lambda notice: options.on_retry(f"{env.name}: {notice}")  # type: ignore[misc]
+        async with client:
+            try:
+                run.live = await client.list()
+            except RegistryError as exc:
+                run.error = exc.message
+                return
+            run.state, run.excluded = desired_for(await desired(), overlays.get(env.name))
+            run.plan = plan_for(run.state, run.live, prune=env.prune, ignore=env.ignore)
+            if not options.write or not writes(run.plan):
+                return
+            if options.on_writing is not None:
+                options.on_writing()
+            on_result = options.on_result
+            run.outcomes = await apply_mod.apply_plan(
+                run.plan,
+                client,
+                concurrency=options.concurrency,
+                update_method=options.update_method,
+                on_result=(lambda o: on_result(env.name, o)) if on_result else None,
+                stop=options.stop,
+            )
+
+    try:
+        async with anyio.create_task_group() as tg:
+            for run in runs:
+                tg.start_soon(one, run)
+    except BaseException:
+        loading.cancel()
+        raise
+    files = base[0] if base else loading.result()
+    for run in runs:  # a registry that failed early: its file problems are still reported
+        if run.state is None:
+            run.state = desired_for(files, overlays.get(run.env.name))[0]
+    return runs
+
+
+def load_overlays(
+    envs: Sequence[Environment], policy: LoadPolicy = DEFAULT_POLICY
+) -> dict[str, overlay_mod.Overlays]:
+    """Every selected environment's overlay directory, read (each is small), under the same
+    policy as the model files."""
+    return {
+        e.name: overlay_mod.load_overlays(e.overlay, policy=policy)
+        for e in envs
+        if e.overlay is not None
+    }
