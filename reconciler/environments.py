@@ -96,15 +96,18 @@ def resolve(
             raise SetupError("--max-deletes must be 0 or more")
         prune_opts = PruneOptions(patterns, limit, force)
     extra = tuple(IgnoreRule(tuple(i.paths), tuple(i.ids)) for i in env.ignore)
-    where = config.directory / env.overlay if env.overlay else None
+    where = _shown(config.directory / env.overlay) if env.overlay else None
     return Environment(
         name, target, env.api_key_env, prune_opts, config.ignore_rules() + extra, where
     )
 
 
-def key_variables(config: FileConfig) -> tuple[str, ...]:
-    """Every variable the configuration names as holding a registry key."""
-    return tuple(dict.fromkeys(e.api_key_env for e in config.environments.values()))
+def _shown(path: Path) -> Path:
+    """``path`` relative to the working directory when inside it: shorter in every message."""
+    try:
+        return path.relative_to(Path.cwd()) if path.is_absolute() else path
+    except ValueError:
+        return path
 
 
 def desired_for(

@@ -146,7 +146,11 @@ def apply_overlays(
     out = dict(models)
     errors = list(overlays.errors)
     invalid = dict(invalid_ids)
-    invalid.update({i: f for i, f in overlays.invalid_ids.items() if i not in invalid_ids})
+    for model_id, path in overlays.invalid_ids.items():
+        # A failed overlay must not leave its model deployed unchanged (an exclude, a limit):
+        # the model is held back in this environment, as for a base file that failed.
+        out.pop(model_id, None)
+        invalid.setdefault(model_id, path)
     excluded: list[str] = []
     for model_id, o in overlays.by_id.items():
         base = models.get(model_id)

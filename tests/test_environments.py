@@ -210,3 +210,52 @@ def test_overlay_errors_fail_that_environment_only(run_cli: Run, setup: Setup):
     # dev converged; prod wrote only what no failed overlay touches
     assert len(live(setup.registries["dev"])) == 3
     assert set(live(setup.registries["prod"])) == {"meetkai:env-c"}
+
+
+def test_health_and_export_per_environment(run_cli: Run, setup: Setup, tmp_path: Path):
+    setup.config({"prod": 'overlay = "overlays/prod"\n'})
+    setup.overlay("prod", "c.toml", 'id = "meetkai:env-c"\nexclude = true\n')
+    assert cli(run_cli, setup, "sync", "--all-envs").returncode == 0
+    health = cli(run_cli, setup, "health", "--all-envs", "-o", "json")
+    assert health.returncode in (0, 1), health.stderr
+    docs = json.loads(health.stdout)["environments"]
+    assert [d["environment"] for d in docs] == ["dev", "prod"]
+    ids = {d["environment"]: {m["id"] for m in d["models"]} for d in docs}
+    assert ids["dev"] == {"meetkai:env-a", "meetkai:env-b", "meetkai:env-c"}
+    assert ids["prod"] == {"meetkai:env-a", "meetkai:env-b"}  # excluded there
+    assert cli(run_cli, setup, "health").returncode == 1  # environments, none chosen
+
+    out = tmp_path / "exported"
+    one = run_cli("export", "--env", "prod", "--dir", str(out), env=setup.env(), cwd=setup.root)
+    assert one.returncode == 0, one.stderr
+    assert len(list(out.glob("*.toml"))) == 2
+    both = tmp_path / "both"
+    run = run_cli("export", "--all-envs", "--dir", str(both), env=setup.env(), cwd=setup.root)
+    assert run.returncode == 0, run.stderr
+    assert len(list((both / "dev").glob("*.toml"))) == 3
+    assert len(list((both / "prod").glob("*.toml"))) == 2
+
+
+def test_a_model_file_cannot_read_an_environments_key(run_cli: Run, setup: Setup):
+    setup.config(top='allow_env = ["PROD_REGISTRY_KEY"]\n')
+    path = setup.models / "meetkai_env-a.toml"
+    path.write_text(
+        model_toml("meetkai:env-a").replace(
+            "contextWindow", 'displayName = "${PROD_REGISTRY_KEY}"\ncontextWindow'
+        )
+    )
+    result = cli(run_cli, setup, "sync", "--all-envs", "-o", "json")
+    assert result.returncode == 1
+    key = setup.registries["prod"].api_key
+    assert key not in result.stdout + result.stderr
+    assert "meetkai_env-a.toml" in result.stdout
+    for registry in setup.registries.values():
+        assert "meetkai:env-a" not in live(registry)
+        assert len(live(registry)) == 2
+
+
+def test_watch_refuses_environments_for_now(run_cli: Run, setup: Setup):
+    setup.config()
+    result = cli(run_cli, setup, "watch")
+    assert result.returncode == 1
+    assert "watch does not run [environments] yet (dev, prod)" in result.stderr

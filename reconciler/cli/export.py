@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ..text import printable
+from . import environments
 from .common import (
     EXIT_ERROR,
     EXIT_OK,
@@ -18,10 +19,16 @@ from .common import (
     TimeoutOpt,
     console,
     fail,
+    load_file_config,
+    load_settings,
     registry_target,
 )
+from .environments import AllEnvsOpt, EnvOpt
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ..reconcile import Target
     from ..spec import Entry
 
 
@@ -45,28 +52,90 @@ def export(
     on_behalf_of: OnBehalfOfOpt = None,
     config: ConfigOpt = None,
     timeout: TimeoutOpt = 10.0,
+    env: EnvOpt = None,
+    all_envs: AllEnvsOpt = False,
 ) -> None:
-    """Write each registry entry as a model file. Exit 1 when an entry could not be exported."""
+    """Write each registry entry as a model file. Exit 1 when an entry could not be exported.
+    With several environments, each is exported to its own folder under --dir."""
     import anyio
 
-    from .. import export as export_mod
     from .. import reconcile
     from ..registry import RegistryError
 
     out, err = console(), console(stderr=True)
-    target = registry_target(err, config, registry_url, on_behalf_of)
+    file_config = load_file_config(err, config)
+    if not environments.wanted(file_config, env, all_envs):
+        target = registry_target(err, config, registry_url, on_behalf_of)
 
-    async def run() -> list[Entry]:
-        client = reconcile.make_client(
-            target, timeout=timeout, on_retry=lambda notice: err.print(notice, markup=False)
+        async def run() -> list[Entry]:
+            client = reconcile.make_client(
+                target, timeout=timeout, on_retry=lambda notice: err.print(notice, markup=False)
+            )
+            async with client:
+                return await client.list()
+
+        try:
+            entries = anyio.run(run)
+        except RegistryError as exc:
+            fail(err, exc.message)
+        raise typer.Exit(
+            _write(out, err, entries, directory, include_immutable, with_secrets, overwrite)
         )
-        async with client:
-            return await client.list()
 
-    try:
-        entries = anyio.run(run)
-    except RegistryError as exc:
-        fail(err, exc.message)
+    settings = load_settings(err)
+    chosen = environments.resolve(
+        err,
+        file_config,
+        env,
+        all_envs,
+        registry_url=registry_url or settings.api_url,
+        on_behalf_of=on_behalf_of or settings.on_behalf_of,
+    )
+    answers: dict[str, list[Entry] | RegistryError] = {}
+
+    async def one(name: str, target: Target) -> None:
+        try:
+            client = reconcile.make_client(
+                target, timeout=timeout, on_retry=lambda n: err.print(f"{name}: {n}", markup=False)
+            )
+            async with client:
+                answers[name] = await client.list()
+        except RegistryError as exc:
+            answers[name] = exc
+
+    async def run_all() -> None:
+        async with anyio.create_task_group() as tg:  # environments concurrently
+            for e in chosen:
+                tg.start_soon(one, e.name, e.target)
+
+    anyio.run(run_all)
+    code = EXIT_OK
+    for e in chosen:
+        # One environment: into --dir. Several: each into its own folder under --dir.
+        where = directory if len(chosen) == 1 else directory / e.name
+        out.print(f"== {e.name} ({e.target.url}) -> {where} ==", markup=False, style="bold")
+        answer = answers[e.name]
+        if isinstance(answer, RegistryError):
+            err.print(f"error: {e.name}: {answer.message}", markup=False)
+            code = EXIT_ERROR
+            continue
+        done = _write(out, err, answer, where, include_immutable, with_secrets, overwrite)
+        code = max(code, done)
+    raise typer.Exit(code)
+
+
+def _write(
+    out: Console,
+    err: Console,
+    entries: list[Entry],
+    directory: Path,
+    include_immutable: bool,
+    with_secrets: bool,
+    overwrite: bool,
+) -> int:
+    """Write the entries as files in ``directory`` and say what happened; the exit code."""
+    from .. import export as export_mod
+
     rendering = export_mod.render(
         entries, include_immutable=include_immutable, with_secrets=with_secrets
     )
@@ -116,4 +185,4 @@ def export(
             "keep these files out of version control",
             markup=False,
         )
-    raise typer.Exit(EXIT_ERROR if rendering.rejected or failed else EXIT_OK)
+    return EXIT_ERROR if rendering.rejected or failed else EXIT_OK

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .. import source
 from ..secrets import hidden_values
 from ..text import json_text
+from . import environments
 from .common import (
     EXIT_ERROR,
     EXIT_OK,
@@ -24,13 +24,20 @@ from .common import (
     console,
     fail,
     load_file_config,
+    load_settings,
     registry_target,
 )
+from .environments import AllEnvsOpt, EnvOpt
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from ..environments import Environment
+    from ..reconcile import Target
+    from ..registry import RegistryError
     from ..spec import Entry, HealthResult
+
+    Answer = tuple[list[Entry], Mapping[str, HealthResult | RegistryError]] | RegistryError
 
 
 def health(
@@ -49,27 +56,48 @@ def health(
     on_behalf_of: OnBehalfOfOpt = None,
     config: ConfigOpt = None,
     timeout: TimeoutOpt = 10.0,
+    env: EnvOpt = None,
+    all_envs: AllEnvsOpt = False,
 ) -> None:
     """Show each model's availability. Exit 1 when any is unavailable (or unknown after --check)."""
     import anyio
 
     from .. import apply as apply_mod
+    from .. import environments as envs_mod
     from .. import reconcile, report
     from ..registry import RegistryError
 
     out, err = console(), console(stderr=True)
-    target = registry_target(err, config, registry_url, on_behalf_of)
-    ids: set[str] | None = None
+    file_config = load_file_config(err, config)
+    chosen: list[Environment] = []
+    if environments.wanted(file_config, env, all_envs):
+        settings = load_settings(err)
+        chosen = environments.resolve(
+            err,
+            file_config,
+            env,
+            all_envs,
+            registry_url=registry_url or settings.api_url,
+            on_behalf_of=on_behalf_of or settings.on_behalf_of,
+        )
+        targets = [(e.name, e.target) for e in chosen]
+    else:
+        targets = [(None, registry_target(err, config, registry_url, on_behalf_of))]
+    # Which ids each registry is asked about (None: all), and what must never print.
+    ids: dict[str | None, set[str] | None] = {name: None for name, _ in targets}
     hidden: set[str] = set()
     if not all_models:
-        policy = reconcile.load_policy(load_file_config(err, config))
-        load = source.load_dir(directory, policy=policy)
+        policy = reconcile.load_policy(file_config)
+        base = reconcile.load_desired(directory, policy=policy)
         if not directory.is_dir():
-            fail(err, f"{directory}: {load.errors[0].message}; pass --dir or --all")
-        ids = set(load.models) | set(load.invalid_ids)
-        for m in load.models.values():
-            hidden |= hidden_values(m.definition.to_api(), m.sensitive)
-        bad = len({p.path for p in load.errors})
+            fail(err, f"{directory}: {base.errors[0].message}; pass --dir or --all")
+        overlays = envs_mod.load_overlays(chosen, policy)
+        for name, _ in targets:
+            state = envs_mod.desired_for(base, overlays.get(name or ""))[0] if name else base
+            ids[name] = set(state.models) | set(state.invalid_ids)
+            for d in state.models.values():
+                hidden |= hidden_values(d.body, d.sensitive)
+        bad = reconcile.failed_files(base)
         if bad:
             err.print(
                 f"warning: {bad} file(s) in {directory} did not load "
@@ -77,28 +105,63 @@ def health(
                 markup=False,
             )
 
-    async def run() -> tuple[list[Entry], Mapping[str, HealthResult | RegistryError]]:
-        client = reconcile.make_client(
-            target,
-            timeout=timeout,
-            concurrency=concurrency,
-            on_retry=lambda notice: err.print(notice, markup=False),
-        )
-        async with client as c:
-            entries = await c.list()
-            checks: Mapping[str, HealthResult | RegistryError] = {}
-            if check:
-                live = [e.id for e in entries if ids is None or e.id in ids]
-                checks = await apply_mod.check_health(c, live, concurrency=concurrency)
-            return entries, checks
+    async def one(target: Target, wanted: set[str] | None, name: str | None = None) -> Answer:
+        def retrying(notice: str) -> None:
+            err.print(f"{name}: {notice}" if name else notice, markup=False)
 
-    try:
-        entries, checks = anyio.run(run)
-    except RegistryError as exc:
-        fail(err, exc.message)
-    rows = report.health_rows(entries, ids, checks, hidden)
+        try:
+            client = reconcile.make_client(
+                target, timeout=timeout, concurrency=concurrency, on_retry=retrying
+            )
+            async with client as c:
+                entries = await c.list()
+                checks: Mapping[str, HealthResult | RegistryError] = {}
+                if check:
+                    live = [e.id for e in entries if wanted is None or e.id in wanted]
+                    checks = await apply_mod.check_health(c, live, concurrency=concurrency)
+                return entries, checks
+        except RegistryError as exc:
+            return exc
+
+    async def run() -> list[Answer]:
+        answers: list[Answer] = [RegistryError("not run")] * len(targets)
+
+        async def slot(i: int, name: str | None, target: Target) -> None:
+            answers[i] = await one(target, ids[name], name)
+
+        async with anyio.create_task_group() as tg:  # environments concurrently
+            for i, (name, target) in enumerate(targets):
+                tg.start_soon(slot, i, name, target)
+        return answers
+
+    answers = anyio.run(run)
+    if not chosen:  # one registry, as without environments
+        answer = answers[0]
+        if isinstance(answer, RegistryError):
+            fail(err, answer.message)
+        rows = report.health_rows(answer[0], ids[None], answer[1], hidden)
+        if output is Output.JSON:
+            print(json_text(json.dumps(report.health_json(rows), ensure_ascii=False)))
+        else:
+            report.render_health(out, rows)
+        raise typer.Exit(EXIT_ERROR if report.health_failed(rows, checked=check) else EXIT_OK)
+
+    failed, docs = False, []
+    for (name, target), answer in zip(targets, answers, strict=True):
+        doc: dict[str, object] = {"environment": name, "registry": target.url, "error": None}
+        if output is not Output.JSON:
+            out.print(f"\n== {name} ({target.url}) ==", markup=False, style="bold")
+        if isinstance(answer, RegistryError):
+            failed = True
+            doc["error"] = answer.message
+            err.print(f"error: {name}: {answer.message}", markup=False)
+        else:
+            rows = report.health_rows(answer[0], ids[name], answer[1], hidden)
+            failed = failed or report.health_failed(rows, checked=check)
+            doc.update(report.health_json(rows))
+            if output is not Output.JSON:
+                report.render_health(out, rows)
+        docs.append(doc)
     if output is Output.JSON:
-        print(json_text(json.dumps(report.health_json(rows), ensure_ascii=False)))
-    else:
-        report.render_health(out, rows)
-    raise typer.Exit(EXIT_ERROR if report.health_failed(rows, checked=check) else EXIT_OK)
+        print(json_text(json.dumps({"environments": docs}, ensure_ascii=False)))
+    raise typer.Exit(EXIT_ERROR if failed else EXIT_OK)

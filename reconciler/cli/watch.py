@@ -85,6 +85,13 @@ def watch(
 
     err = console(stderr=True)
     file_config = load_file_config(err, config)
+    if file_config.environments:
+        # The daemon serves one registry still: run one watch per environment until it can.
+        fail(
+            err,
+            f"watch does not run [environments] yet ({', '.join(file_config.environments)}); "
+            "run diff/sync --all-envs, or watch each registry with its own --config",
+        )
     settings = load_settings(err)
     try:
         prune_opts = reconcile.prune_options(
