@@ -168,7 +168,7 @@ def test_config_environments_resolve_with_their_own_key_and_limits(tmp_path: Pat
         environments.resolve(config, "prod", {"MKA1_API_KEY": "admin"})
     with pytest.raises(SetupError, match=r"configures environments \(dev, prod\)"):
         environments.selected(config, [], False)
-    with pytest.raises(SetupError, match="unknown environment 'qa'.*dev, prod"):
+    with pytest.raises(SetupError, match=r"unknown environment 'qa'.*dev, prod"):
         environments.selected(config, ["dev", "qa"], False)
 
 
@@ -202,7 +202,7 @@ def test_config_environments_resolve_with_their_own_key_and_limits(tmp_path: Pat
     ],
 )
 def test_config_environment_errors_name_the_key(tmp_path: Path, text: str, message: str):
-    with pytest.raises(ConfigError, match=None) as info:
+    with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, "reconciler.toml", text))
     assert message in str(info.value)
 
@@ -210,5 +210,5 @@ def test_config_environment_errors_name_the_key(tmp_path: Path, text: str, messa
 def test_without_environments_nothing_is_selected(tmp_path: Path):
     config = load_config(write(tmp_path, "reconciler.toml", 'owns = ["x"]\n'))
     assert environments.selected(config, [], False) == []
-    with pytest.raises(SetupError, match="--env: no \\[environments.NAME\\] table"):
+    with pytest.raises(SetupError, match=r"--env: no \[environments\.NAME\] table"):
         environments.selected(config, ["dev"], False)
