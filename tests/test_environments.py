@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import API_PREFIX, RunningRegistry, clean_env
+from test_interrupt import DEADLINE, connected, wait_for
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 KEYS = {"dev": "DEV_REGISTRY_KEY", "staging": "STAGING_REGISTRY_KEY", "prod": "PROD_REGISTRY_KEY"}
@@ -259,3 +262,38 @@ def test_watch_refuses_environments_for_now(run_cli: Run, setup: Setup):
     result = cli(run_cli, setup, "watch")
     assert result.returncode == 1
     assert "watch does not run [environments] yet (dev, prod)" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "sig", "code"),
+    [
+        (("diff", "--all-envs"), signal.SIGTERM, 143),
+        (("health", "--all-envs", "--all"), signal.SIGINT, 130),
+        (("export", "--all-envs", "--dir", "out.d"), signal.SIGTERM, 143),
+    ],
+    ids=["diff", "health", "export"],
+)
+def test_a_signal_while_listing_the_environments_ends_the_command(
+    setup: Setup, args: tuple[str, ...], sig: signal.Signals, code: int
+):
+    setup.config()
+    slow = setup.registries["prod"]
+    slow.control(latency_ms=5000)
+    port = int(slow.url.rsplit(":", 1)[1])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", *args]
+        + ([] if "--dir" in args else ["--dir", str(setup.models)]),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=setup.env(),
+        cwd=setup.root,
+    )
+    try:
+        wait_for("the list call", lambda: connected(port))
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=DEADLINE)
+    finally:
+        proc.kill()
+    assert proc.returncode == code, err
+    assert "interrupted" in err and "Traceback" not in err

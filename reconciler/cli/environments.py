@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 
 from .common import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, fail
-from .interrupt import Interrupt, registry_gone
+from .interrupt import Interrupt, Interrupted, registry_gone
 
 if TYPE_CHECKING:
     from ..config import FileConfig
@@ -37,6 +37,34 @@ EnvOpt = Annotated[
 AllEnvsOpt = Annotated[
     bool, typer.Option("--all-envs", help="Run for every environment of reconciler.toml.")
 ]
+
+
+T = TypeVar("T")
+
+
+def concurrently(calls: Sequence[Callable[[], Awaitable[T]]]) -> list[T]:
+    """Run ``calls`` concurrently in one event loop; their results in order. Each handles its
+    own registry's errors; a signal (:class:`Interrupted`) comes out as itself, not inside an
+    exception group, so the command still exits 130/143."""
+    import anyio
+
+    async def main() -> list[T]:
+        results: dict[int, T] = {}
+
+        async def slot(i: int, call: Callable[[], Awaitable[T]]) -> None:
+            results[i] = await call()
+
+        async with anyio.create_task_group() as tg:
+            for i, call in enumerate(calls):
+                tg.start_soon(slot, i, call)
+        return [results[i] for i in range(len(calls))]
+
+    try:
+        return anyio.run(main)
+    except BaseExceptionGroup as group:
+        if group.subgroup(Interrupted) is not None:
+            raise Interrupted from None
+        raise
 
 
 def wanted(config: FileConfig, names: Sequence[str] | None, all_envs: bool) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -91,24 +92,19 @@ def export(
         registry_url=registry_url or settings.api_url,
         on_behalf_of=on_behalf_of or settings.on_behalf_of,
     )
-    answers: dict[str, list[Entry] | RegistryError] = {}
 
-    async def one(name: str, target: Target) -> None:
+    async def one(name: str, target: Target) -> list[Entry] | RegistryError:
         try:
             client = reconcile.make_client(
                 target, timeout=timeout, on_retry=lambda n: err.print(f"{name}: {n}", markup=False)
             )
             async with client:
-                answers[name] = await client.list()
+                return await client.list()
         except RegistryError as exc:
-            answers[name] = exc
+            return exc
 
-    async def run_all() -> None:
-        async with anyio.create_task_group() as tg:  # environments concurrently
-            for e in chosen:
-                tg.start_soon(one, e.name, e.target)
-
-    anyio.run(run_all)
+    listed = environments.concurrently([functools.partial(one, e.name, e.target) for e in chosen])
+    answers = {e.name: answer for e, answer in zip(chosen, listed, strict=True)}
     code = EXIT_OK
     for e in chosen:
         # One environment: into --dir. Several: each into its own folder under --dir.

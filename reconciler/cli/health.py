@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -123,18 +124,13 @@ def health(
         except RegistryError as exc:
             return exc
 
-    async def run() -> list[Answer]:
-        answers: list[Answer] = [RegistryError("not run")] * len(targets)
-
-        async def slot(i: int, name: str | None, target: Target) -> None:
-            answers[i] = await one(target, ids[name], name)
-
-        async with anyio.create_task_group() as tg:  # environments concurrently
-            for i, (name, target) in enumerate(targets):
-                tg.start_soon(slot, i, name, target)
-        return answers
-
-    answers = anyio.run(run)
+    if len(targets) == 1:  # one registry: no task group for a signal to get wrapped in
+        name, target = targets[0]
+        answers = [anyio.run(one, target, ids[name], name)]
+    else:
+        answers = environments.concurrently(
+            [functools.partial(one, target, ids[name], name) for name, target in targets]
+        )
     if not chosen:  # one registry, as without environments
         answer = answers[0]
         if isinstance(answer, RegistryError):
