@@ -183,18 +183,23 @@ async def run_all(
 
     async def one(run: EnvRun) -> None:
         env = run.env
+        notify = options.on_retry
+
+        def retrying(notice: str) -> None:
+            if notify is not None:
+                notify(f"{env.name}: {notice}")
+
         try:
             client = make_client(
                 env.target,
                 timeout=options.timeout,
                 rps=options.rps,
                 concurrency=options.concurrency,
+                on_retry=retrying,
             )
         except RegistryError as exc:
             run.error = exc.message
             return
-        if options.on_retry is not None:
-            client.on_retry = lambda notice: options.on_retry(f"{env.name}: {notice}")  # type: ignore[misc]
         async with client:
             try:
                 run.live = await client.list()
