@@ -14,10 +14,12 @@ from pydantic import (
     SecretStr,
     StringConstraints,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .events import Kind
 from .plan import IgnoreRule
 from .spec import format_path, suggest
 
@@ -69,15 +71,51 @@ class EnvironmentConfig(BaseModel):
     max_deletes: int | None = Field(default=None, ge=0)
 
 
+def check_webhook_url(url: str) -> str:
+    """An ``http(s)://host/...`` URL; the error never repeats it (a webhook path is a secret)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL")
+    return url
+
+
+class NotifyConfig(BaseModel):
+    """One ``[[notify]]`` table: a webhook URL and the events it wants (default: all)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    url: str
+    events: list[Kind] = Field(default_factory=lambda: list(Kind), min_length=1)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return check_webhook_url(value)
+
+    @field_validator("events", mode="before")
+    @classmethod
+    def _known_events(cls, value: object) -> object:
+        # strict mode would take only enum members: accept their names, naming the choices.
+        if isinstance(value, list):
+            bad = [v for v in value if v not in {k.value for k in Kind}]
+            if bad:
+                raise ValueError(f"unknown event {bad[0]!r}; known: {', '.join(k for k in Kind)}")
+            return [Kind(v) for v in value]
+        return value
+
+
 class FileConfig(BaseModel):
-    """What ``reconciler.toml`` may say: ``owns``, ``[[ignore]]``, ``registry_url``,
-    ``[environments.NAME]``, and what model files may do: ``allow_env`` (variables non-secret
-    fields may name) and ``max_file_bytes``."""
+    """What ``reconciler.toml`` may say: ``owns``, ``[[ignore]]``, ``[[notify]]``,
+    ``registry_url``, ``[environments.NAME]``, and what model files may do: ``allow_env``
+    (variables non-secret fields may name) and ``max_file_bytes``."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     owns: list[str] = Field(default_factory=list)
     ignore: list[IgnoreConfig] = Field(default_factory=list)
+    notify: list[NotifyConfig] = Field(default_factory=list)
     registry_url: str | None = None
     allow_env: list[str] = Field(default_factory=list)
     max_file_bytes: int = Field(default=1 << 20, gt=0)
@@ -159,6 +197,7 @@ def _known_keys(loc: tuple[str | int, ...]) -> list[str]:
     if loc[0] == "environments":
         loc = loc[2:]  # environments.NAME.<key>
         model = EnvironmentConfig
-    if len(loc) > 1 and loc[0] == "ignore":
-        model = IgnoreConfig
+    tables: dict[str | int, type[BaseModel]] = {"ignore": IgnoreConfig, "notify": NotifyConfig}
+    if len(loc) > 1 and loc[0] in tables:
+        model = tables[loc[0]]
     return [k for k in model.model_fields if k != "path"]

@@ -60,16 +60,20 @@ def make_client(
     rps: float | None = None,
     concurrency: int = 4,
     on_retry: Callable[[str], None] | None = None,
+    wrap: Callable[[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport] | None = None,
 ) -> RegistryClient:
     """A client for ``target``; raises :class:`RegistryError` for a malformed URL. ``on_retry``
-    gets the one-line notice when the registry stops answering (see :mod:`reconciler.registry`)."""
+    gets the one-line notice when the registry stops answering (see :mod:`reconciler.registry`);
+    ``wrap`` wraps the transport (the daemon times every call there)."""
     connections = max(concurrency, 1)
-    transport = None
+    transport: httpx.AsyncBaseTransport | None = None
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     if target.url.strip().lower().startswith("http://"):
         # Plain HTTP uses no TLS, yet httpx's default transport loads the CA bundle (a sixth of
         # a second, a third of a no-op sync's run). Env proxies are then not used for it.
-        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
         transport = httpx.AsyncHTTPTransport(verify=False, limits=limits)
+    if wrap is not None:
+        transport = wrap(transport or httpx.AsyncHTTPTransport(limits=limits))
     return RegistryClient(
         target.url,
         target.api_key,

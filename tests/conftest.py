@@ -3,6 +3,7 @@ the CLI run as a user runs it, and a temp copy of the shipped ``models.d/``."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -272,3 +273,59 @@ def models_dir(tmp_path: Path) -> Path:
     target = tmp_path / "models.d"
     shutil.copytree(REPO / "models.d", target)
     return target
+
+
+class Receiver:
+    """A webhook receiver on loopback (Slack's incoming webhook, as far as we care): records
+    each JSON body; ``fail_next`` answers that many requests with ``status`` first."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        self.attempts = 0
+        self._fail: list[int] = []
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length)
+                with receiver._lock:
+                    receiver.attempts += 1
+                    status = receiver._fail.pop(0) if receiver._fail else 200
+                    if status == 200:
+                        receiver.bodies.append(json.loads(raw))
+                self.send_response(status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        # A path that stands for a webhook's secret token: it must never be logged.
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/hooks/T0-secret-path"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def fail_next(self, n: int, status: int = 503) -> None:
+        with self._lock:
+            self._fail.extend([status] * n)
+
+    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            return [b for b in self.bodies if kind is None or b.get("event") == kind]
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    server = Receiver()
+    yield server
+    server.stop()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -62,6 +64,12 @@ def write_model(directory: Path, model_id: str, **kwargs: Any) -> Path:
     tmp.write_text(model_toml(model_id, **kwargs))
     os.replace(tmp, path)
     return path
+
+
+def unix(iso: str) -> float:
+    """Unix seconds from the ISO 8601 UTC times of /status (``2026-01-01T00:00:00Z``)."""
+    assert iso.endswith("Z"), iso
+    return datetime.fromisoformat(iso[:-1] + "+00:00").timestamp()
 
 
 def wait_for(what: str, check: Callable[[], Any], deadline: float = DEADLINE) -> Any:
@@ -154,9 +162,10 @@ class Watcher:
         return None if entry is None else entry["definition"].get("rpm")
 
     def synced_after(self, moment: float) -> bool:
-        """Whether a full sync finished after ``moment`` (unix seconds)."""
+        """Whether a full sync finished after ``moment`` (unix seconds); /status gives whole
+        seconds, rounded down, so this may wait up to a second longer, never shorter."""
         last = self.status()["last_sync"]
-        return last is not None and last > moment
+        return last is not None and unix(last) > moment
 
     def signal(self, sig: int) -> int:
         assert self.process is not None
@@ -592,10 +601,20 @@ def test_the_status_page_renders_in_headless_chromium(
             capture_output=True,
             text=True,
             timeout=60,
-            env=clean_env(),
+            # The viewer's zone: times are shown in it, named, the same before and after the
+            # page's refreshes (the virtual time budget covers two).
+            env={**clean_env(), "TZ": "Asia/Tokyo"},
         )
     dom = result.stdout
     assert "<title>reconciler status</title>" in dom, result.stderr[-2000:]
     for model_id in ("team:a", "team:b"):
         assert f'<tr class="model" data-id="{model_id}"><td>{model_id}</td>' in dom
     assert "synced" in dom
+    assert "times in Asia/Tokyo" in dom
+    times = re.findall(r'<time datetime="(\d[^"]+)">([^<]+)</time>', dom)
+    assert times, dom
+    for iso, shown in times:
+        assert iso.endswith("Z")
+        assert shown.endswith("GMT+9"), shown  # the viewer's zone, named; never bare UTC
+        utc = datetime.fromisoformat(iso[:-1] + "+00:00")
+        assert shown.startswith(f"{(utc.hour + 9) % 24:02d}:{utc.minute:02d}:{utc.second:02d}")

@@ -29,6 +29,7 @@ from reconciler.daemon.state import (
 )
 from reconciler.daemon.web import public_url, render_page, render_rows
 from reconciler.plan import Action, Change
+from reconciler.report import iso_time
 from reconciler.source import FileResult, Problem
 
 
@@ -106,6 +107,15 @@ def test_readiness_needs_a_sync_and_an_answering_registry() -> None:
     assert r.ready
     r.registry_up = False
     assert not r.ready
+    assert r.why_not == "no sync yet"
+
+
+def test_never_ready_while_the_directory_is_missing() -> None:
+    r = Readiness(synced_once=True, registry_up=True, directory_missing="/m: no such directory")
+    assert not r.ready
+    assert r.why_not == "/m: no such directory"
+    r.directory_missing = None
+    assert r.ready and r.why_not is None
 
 
 @pytest.mark.parametrize(
@@ -158,23 +168,36 @@ def test_status_rows_escape_ids_and_errors() -> None:
 
 
 def test_model_status_json_shape() -> None:
-    m = ModelStatus("a", "a.toml", State.SYNCED, 5.0, None, True, 6.0, None)
+    m = ModelStatus("a", "a.toml", State.SYNCED, 1704067205.5, None, True, 1704067206.0, None)
     assert m.as_json() == {
         "id": "a",
         "file": "a.toml",
         "state": "synced",
-        "last_applied": 5.0,
+        "last_applied": "2024-01-01T00:00:05Z",
         "last_error": None,
-        "health": {"available": True, "checked_at": 6.0, "error": None},
+        "health": {
+            "state": "up",
+            "available": True,
+            "checked_at": "2024-01-01T00:00:06Z",
+            "error": None,
+        },
     }
+    # The same format as `health -o json`.
+    assert m.as_json()["last_applied"] == iso_time(1704067205.5)
+    never = ModelStatus("b").as_json()["health"]
+    assert never == {"state": "unknown", "available": None, "checked_at": None, "error": None}
 
 
 def test_metrics_exposition_parses_with_states_and_availability() -> None:
     metrics = Metrics()
     metrics.writes.labels(action="create", outcome="ok").inc()
-    body = metrics.exposition(
-        [ModelStatus("a", state=State.SYNCED, available=True), ModelStatus("b", available=False)]
-    )
+    models = [
+        ModelStatus("a", state=State.SYNCED, available=True),
+        ModelStatus("b", available=False),
+        ModelStatus("c", state=State.OUT_OF_SYNC),
+    ]
+    metrics.watch_models(lambda: models)
+    body = metrics.exposition()
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for f in text_string_to_metric_families(body.decode())
@@ -185,6 +208,8 @@ def test_metrics_exposition_parses_with_states_and_availability() -> None:
     assert samples[("reconciler_models", (("state", "pending"),))] == 1
     assert samples[("reconciler_model_available", (("id", "a"),))] == 1
     assert samples[("reconciler_model_available", (("id", "b"),))] == 0
+    assert ("reconciler_model_available", (("id", "c"),)) not in samples  # never checked
+    assert samples[("reconciler_models_out_of_sync", ())] == 2  # pending b, out-of-sync c
 
 
 @pytest.mark.parametrize("fmt", ["text", "json"])

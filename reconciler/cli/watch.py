@@ -77,9 +77,20 @@ def watch(
             "--shutdown-timeout", min=0, help="Seconds to finish writes in flight on SIGTERM."
         ),
     ] = 10.0,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Plan and report (logs, metrics, status, drift-detected) only."
+        ),
+    ] = False,
+    notify: Annotated[
+        list[str] | None,
+        typer.Option("--notify", help="POST each event as JSON to this URL (repeatable)."),
+    ] = None,
 ) -> None:
     """Run as a daemon: sync at start, on every file change and on a timer; serve status."""
     from .. import daemon, reconcile
+    from ..config import check_webhook_url
     from ..daemon.state import parse_listen
     from ..server.run import bind
 
@@ -101,8 +112,16 @@ def watch(
             settings, file_config, registry_url=registry_url, on_behalf_of=on_behalf_of
         )
         host, port = parse_listen(listen)
+        for url in notify or ():
+            try:
+                check_webhook_url(url)
+            except ValueError as exc:
+                raise ValueError(f"--notify: {exc}") from None
     except (reconcile.SetupError, ValueError) as exc:
         fail(err, str(exc))
+    webhooks = [daemon.Webhook(url) for url in notify or ()] + [
+        daemon.Webhook(n.url, frozenset(n.events)) for n in file_config.notify
+    ]
     try:
         sock = bind(host, port)
     except OSError as exc:
@@ -119,6 +138,8 @@ def watch(
         update_method=update_method.value,
         shutdown_timeout=shutdown_timeout,
         load_policy=reconcile.load_policy(file_config),
+        dry_run=dry_run,
+        notify=tuple(webhooks),
     )
     try:
         code = daemon.run(

@@ -16,14 +16,17 @@ from collections.abc import Generator
 
 import uvicorn
 
+from ..events import Fanout
 from ..reconcile import Target, make_client
 from ..registry import RegistryError, RetryPolicy
+from . import health, watcher
 from .core import Daemon, Options
-from .logs import LogFormat, event, setup
+from .logs import LogFormat, LogSink, event, setup
 from .metrics import Metrics
+from .notify import Notifier, Webhook
 from .web import create_app
 
-__all__ = ["Daemon", "Options", "run"]
+__all__ = ["Daemon", "Options", "Webhook", "run"]
 
 # The daemon retries on its own schedule (the next resync), so one call gives up sooner than
 # the SDK's 15 s: readiness then follows a registry outage within seconds.
@@ -63,9 +66,17 @@ async def _main(
     timeout: float,
     rps: float | None,
 ) -> int:
-    client = make_client(target, timeout=timeout, rps=rps, concurrency=options.concurrency)
+    metrics = Metrics(dry_run=options.dry_run)
+    client = make_client(
+        target,
+        timeout=timeout,
+        rps=rps,
+        concurrency=options.concurrency,
+        wrap=metrics.transport,
+    )
     client.retry = DAEMON_RETRY
-    daemon = Daemon(options, client, log, Metrics())
+    notifier = Notifier(options.notify, count=metrics.count_notification, log=log)
+    daemon = Daemon(options, client, log, metrics, Fanout([LogSink(log), metrics, notifier], log))
     loop = asyncio.get_running_loop()
 
     def stop(sig: signal.Signals) -> None:
@@ -95,12 +106,15 @@ async def _main(
         resync_interval=options.resync_interval,
         health_interval=options.health_interval,
         prune=",".join(options.prune.owns) if options.prune else None,
+        dry_run=options.dry_run or None,
+        notify=len(options.notify) or None,
     )
     worker = asyncio.create_task(daemon.worker(), name="worker")
     helpers = [
-        asyncio.create_task(daemon.watch(), name="watch"),
-        asyncio.create_task(daemon.health_loop(), name="health"),
+        asyncio.create_task(watcher.watch(daemon), name="watch"),
+        asyncio.create_task(health.loop(daemon), name="health"),
     ]
+    notifying = asyncio.create_task(notifier.run(), name="notify")
     await daemon.stopped()
 
     # The run in flight starts no new write and finishes (or abandons, at shutdown_timeout) those
@@ -111,6 +125,10 @@ async def _main(
     for task in (worker, *helpers):
         task.cancel()
     await asyncio.gather(worker, *helpers, return_exceptions=True)
+    # The last events (the outcome of the writes that just finished) get a moment to go out.
+    await notifier.flush(min(2.0, options.shutdown_timeout))
+    notifying.cancel()
+    await asyncio.gather(notifying, return_exceptions=True)
     if server is not None:
         server.should_exit = True
         await asyncio.gather(*tasks, return_exceptions=True)

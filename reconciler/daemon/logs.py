@@ -8,6 +8,7 @@ import sys
 import time
 from typing import Any, Literal, TextIO
 
+from ..events import Event, Kind
 from ..text import json_text, printable
 
 LogFormat = Literal["text", "json"]
@@ -65,3 +66,27 @@ def setup(fmt: LogFormat, stream: TextIO | None = None) -> logging.Logger:
 def event(log: logging.Logger, name: str, level: int = logging.INFO, **fields: Any) -> None:
     """Log one event with its fields (never a secret: callers pass ids, counts and messages)."""
     log.log(level, name, extra={"fields": fields})
+
+
+class LogSink:
+    """The log sink of the event seam: one line per event (``drift corrected``, ``invalid
+    file``...). Sync failures are logged where they happen (``write``, ``registry error``),
+    with more detail than the event holds, so they are not repeated here."""
+
+    def __init__(self, log: logging.Logger) -> None:
+        self.log = log
+
+    def emit(self, e: Event) -> None:
+        if e.kind is Kind.SYNC_FAILED:
+            return
+        trouble = e.kind is Kind.INVALID_FILE or e.available is False
+        event(
+            self.log,
+            e.kind.value.replace("-", " "),
+            logging.WARNING if trouble else logging.INFO,
+            id=e.id,
+            file=e.file,
+            fields=list(e.fields) or None,
+            available=e.available,
+            error=e.error,
+        )

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from ..apply import Outcome
+from ..events import iso
 from ..plan import Action, Change
 from ..source import FileResult
 
@@ -26,6 +27,11 @@ class State(StrEnum):
     INVALID = "invalid"  # the file is broken: its last good state is kept, nothing is written
     IMMUTABLE = "immutable"  # the registry holds the id read-only; never written
     ORPHAN = "orphan"  # no file declares it any more: pruned once the grace period is over
+    OUT_OF_SYNC = "out-of-sync"  # differs from its file, and --dry-run leaves it so
+
+
+# The states counted by ``reconciler_models_out_of_sync``.
+UNSYNCED = frozenset({State.PENDING, State.ERROR, State.OUT_OF_SYNC})
 
 
 @dataclass
@@ -41,16 +47,33 @@ class ModelStatus:
     checked_at: float | None = None  # unix seconds of the last health answer
     health_error: str | None = None
 
+    @property
+    def health(self) -> str:
+        """``up``, ``down`` or ``unknown`` (never checked, or the last check got no answer)."""
+        if self.available is None:
+            return "unknown"
+        return "up" if self.available else "down"
+
     def as_json(self) -> dict[str, object]:
-        """JSON-ready: ids, paths, states, times and messages only (never a definition)."""
-        data = dataclasses.asdict(self)
-        data["state"] = self.state.value
-        data["health"] = {
-            "available": data.pop("available"),
-            "checked_at": data.pop("checked_at"),
-            "error": data.pop("health_error"),
+        """JSON-ready: ids, paths, states, ISO 8601 UTC times and messages (never a definition)."""
+        return {
+            "id": self.id,
+            "file": self.file,
+            "state": self.state.value,
+            "last_applied": iso_or_none(self.last_applied),
+            "last_error": self.last_error,
+            "health": {
+                "state": self.health,
+                "available": self.available,
+                "checked_at": iso_or_none(self.checked_at),
+                "error": self.health_error,
+            },
         }
-        return data
+
+
+def iso_or_none(timestamp: float | None) -> str | None:
+    """ISO 8601 UTC (as ``health -o json``), or None."""
+    return None if timestamp is None else iso(timestamp)
 
 
 def state_after(change: Change, outcome: Outcome | None) -> State:
@@ -130,16 +153,61 @@ def jittered(interval: float, unit: float) -> float:
 
 @dataclass
 class Readiness:
-    """Ready once a full sync has succeeded, for as long as the registry keeps answering."""
+    """Ready once a full sync has succeeded, for as long as the registry keeps answering and
+    the model directory is there."""
 
     synced_once: bool = False
     registry_up: bool = False
     reason: str = "no sync yet"
     failures: int = field(default=0)
+    directory_missing: str | None = None
 
     @property
     def ready(self) -> bool:
-        return self.synced_once and self.registry_up
+        return self.synced_once and self.registry_up and self.directory_missing is None
+
+    @property
+    def why_not(self) -> str | None:
+        """Why not ready (None when ready); a missing directory first, it is what to fix."""
+        if self.ready:
+            return None
+        return self.directory_missing or self.reason or "not ready"
+
+
+# --- drift and the delete fence --------------------------------------------------------------
+
+
+def is_drift(change: Change, before: State | None, file_reread: bool) -> bool:
+    """Whether a planned write undoes an edit made in the registry: the model was in sync and
+    its file did not change since, yet the entry differs (or is gone)."""
+    return (
+        change.action in (Action.UPDATE, Action.CREATE)
+        and before is State.SYNCED
+        and not file_reread
+    )
+
+
+# What a prune_skipped message says -> the reason label of reconciler_prune_skipped_total.
+_PRUNE_REASONS = (
+    ("max-deletes", "max-deletes"),
+    ("no valid model", "empty"),
+    ("has_more", "paged"),
+)
+
+
+def prune_reason(message: str) -> str:
+    """The metric's reason for a ``prune skipped: ...`` message."""
+    return next((r for key, r in _PRUNE_REASONS if key in message), "invalid-files")
+
+
+def fence_deletes(
+    deleted_at: Iterable[float], wanted: int, now: float, *, window: float, max_deletes: int
+) -> tuple[bool, list[float]]:
+    """Whether ``wanted`` more deletes stay within ``max_deletes`` over the last ``window``
+    seconds, and the delete times still inside the window. Files removed one by one add up
+    like a directory that vanished at once."""
+    recent = [t for t in deleted_at if now - t < window]
+    return len(recent) + wanted <= max_deletes, recent
 
 
 def parse_listen(text: str) -> tuple[str, int]:

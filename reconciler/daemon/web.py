@@ -10,17 +10,19 @@ import html
 import json
 import os
 import time
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..text import json_text
 from .core import Daemon
+from .state import iso_or_none
 
 
 def public_url(url: str) -> str:
@@ -49,7 +51,8 @@ def status_document(daemon: Daemon) -> dict[str, Any]:
     run = daemon.last_run
     return {
         "ready": daemon.readiness.ready,
-        "reason": None if daemon.readiness.ready else daemon.readiness.reason,
+        "reason": daemon.readiness.why_not,
+        "dry_run": daemon.options.dry_run,
         "registry": {
             "url": public_url(daemon.client.base_url),
             "up": daemon.readiness.registry_up,
@@ -58,17 +61,17 @@ def status_document(daemon: Daemon) -> dict[str, Any]:
         "directory_error": daemon.dir_error,
         "files": len(daemon.files),
         "invalid_files": invalid_files(daemon),
-        "last_sync": daemon.last_sync,
+        "last_sync": iso_or_none(daemon.last_sync),
         "last_run": {
             "kind": run.kind or None,
-            "at": run.at,
+            "at": iso_or_none(run.at),
             "seconds": run.seconds,
             "ok": run.ok,
             "summary": run.summary,
             "error": run.error,
         },
-        "started": daemon.started,
-        "now": time.time(),
+        "started": iso_or_none(daemon.started),
+        "now": iso_or_none(time.time()),
         "models": [daemon.models[i].as_json() for i in sorted(daemon.models)],
     }
 
@@ -91,10 +94,6 @@ def create_app(daemon: Daemon) -> Starlette:
             return PlainTextResponse("ready\n")
         return PlainTextResponse(f"not ready: {daemon.readiness.reason}\n", status_code=503)
 
-    async def metrics(_: Request) -> Response:
-        body = daemon.metrics.exposition(daemon.models.values())
-        return Response(body, media_type=CONTENT_TYPE_LATEST)
-
     async def status(_: Request) -> Response:
         return StatusResponse(status_document(daemon))
 
@@ -105,31 +104,44 @@ def create_app(daemon: Daemon) -> Starlette:
         routes=[
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
             Route("/readyz", readyz, methods=["GET", "HEAD"]),
-            Route("/metrics", metrics, methods=["GET"]),
+            Route("/metrics", _Asgi(daemon.metrics.asgi_app()), methods=["GET"]),
             Route("/status", status, methods=["GET"]),
             Route("/", page, methods=["GET"]),
         ]
     )
 
 
+class _Asgi:
+    """An ASGI app as a route's endpoint (a plain function would be taken for a handler)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
 # --- the status page --------------------------------------------------------------------------
 
 
-def _when(ts: float | None, now: float) -> str:
-    if ts is None:
+def _seconds(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def _when(iso: str | None, now: str) -> str:
+    """A ``<time>`` in UTC, zone named; the page's script shows it in the viewer's zone."""
+    if iso is None:
         return "never"
-    ago = max(0, now - ts)
-    stamp = time.strftime("%H:%M:%S", time.localtime(ts))
+    ago = max(0.0, _seconds(now) - _seconds(iso))
+    clock = f'<time datetime="{iso}">{iso[11:19]} UTC</time>'
     if ago < 120:
-        return f"{stamp} ({ago:.0f}s ago)"
-    return f"{stamp} ({ago / 60:.0f}m ago)"
+        return f"{clock} ({ago:.0f}s ago)"
+    return f"{clock} ({ago / 60:.0f}m ago)"
 
 
 def _health(model: dict[str, Any]) -> tuple[str, str]:
-    h = model["health"]
-    if h["available"] is None:
-        return "unknown", "unknown"
-    return ("up", "up") if h["available"] else ("down", "down")
+    state = model["health"]["state"]
+    return state, state
 
 
 def render_rows(doc: dict[str, Any]) -> str:
@@ -165,6 +177,7 @@ def render_summary(doc: dict[str, Any]) -> str:
     registry = "up" if doc["registry"]["up"] else "down"
     parts = [
         f'<span class="{"ok" if doc["ready"] else "bad"}">{html.escape(ready)}</span>',
+        *(['<span class="bad">dry run: nothing is written</span>'] if doc.get("dry_run") else []),
         f"registry {html.escape(doc['registry']['url'])} {registry}",
         f"last sync {_when(doc['last_sync'], doc['now'])}",
         f"{len(doc['models'])} models, {doc['files']} files",
@@ -202,10 +215,12 @@ td.error { color: #a00; max-width: 40rem; word-break: break-word; }
 .synced, .up { background: #d9f2dd; } .pending { background: #fff3c4; }
 .error, .invalid, .down { color: #a00; } .state.error, .state.invalid, .health.down
 { background: #f9d6d6; } .immutable, .orphan, .unknown { background: #e6e6f2; }
-.ok { color: #070; } .bad { color: #a00; }
+.ok { color: #070; } .bad { color: #a00; } .out-of-sync { background: #fde2c4; }
+#zone { color: #666; font-size: 12px; }
 </style></head>
 <body>
 <h1>reconciler</h1>
+<div id="zone">times in UTC</div>
 <div id="summary">{{SUMMARY}}</div>
 <table><thead><tr><th>model</th><th>file</th><th>state</th><th>health</th>
 <th>last applied</th><th>last check</th><th>last error</th></tr></thead>
@@ -216,14 +231,24 @@ td.error { color: #a00; max-width: 40rem; word-break: break-word; }
 <script>
 const esc = s => String(s ?? "").replace(/[&<>"']/g,
   c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
-function when(ts, now) {
-  if (ts == null) return "never";
-  const ago = Math.max(0, now - ts), t = new Date(ts * 1000).toLocaleTimeString();
+// Every time is ISO 8601 UTC in /status; shown here in the viewer's zone, the zone named.
+const ZONE = Intl.DateTimeFormat().resolvedOptions().timeZone;
+const CLOCK = {hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false,
+               timeZoneName: "short"};
+const local = iso => new Date(iso).toLocaleTimeString([], CLOCK);
+function when(iso, now) {
+  if (iso == null) return "never";
+  const ago = Math.max(0, (Date.parse(now) - Date.parse(iso)) / 1000);
+  const t = `<time datetime="${esc(iso)}">${esc(local(iso))}</time>`;
   return ago < 120 ? `${t} (${Math.round(ago)}s ago)` : `${t} (${Math.round(ago / 60)}m ago)`;
+}
+function localize() {
+  for (const t of document.querySelectorAll("time[datetime]")) t.textContent = local(t.dateTime);
+  document.getElementById("zone").textContent = `times in ${ZONE}`;
 }
 function render(doc) {
   const rows = doc.models.map(m => {
-    const h = m.health.available == null ? "unknown" : (m.health.available ? "up" : "down");
+    const h = esc(m.health.state);
     return `<tr class="model" data-id="${esc(m.id)}"><td>${esc(m.id)}</td>` +
       `<td>${esc(m.file)}</td><td><span class="state ${esc(m.state)}">${esc(m.state)}</span></td>` +
       `<td><span class="health ${h}">${h}</span></td><td>${when(m.last_applied, doc.now)}</td>` +
@@ -234,6 +259,7 @@ function render(doc) {
     rows.join("\\n") || '<tr><td colspan="7" class="empty">no models yet</td></tr>';
   const s = [doc.ready ? '<span class="ok">ready</span>'
                        : `<span class="bad">not ready: ${esc(doc.reason)}</span>`,
+    ...(doc.dry_run ? ['<span class="bad">dry run: nothing is written</span>'] : []),
     `registry ${esc(doc.registry.url)} ${doc.registry.up ? "up" : "down"}`,
     `last sync ${when(doc.last_sync, doc.now)}`,
     `${doc.models.length} models, ${doc.files} files`];
@@ -253,6 +279,7 @@ async function refresh() {
       '<span class="bad">the daemon does not answer</span>';
   }
 }
+localize();
 setInterval(refresh, 2000);
 </script>
 </body></html>
