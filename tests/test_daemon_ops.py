@@ -227,3 +227,32 @@ def test_max_deletes_fences_files_deleted_one_by_one(
     assert w.entry("team:b") is not None
     assert registry.counts()["remove"] == 1
     assert _metric(w, "reconciler_prune_skipped_total", reason="max-deletes") >= 1
+
+
+def test_a_placeholder_value_never_reaches_logs_or_notifications(
+    registry: RunningRegistry, models: Path, tmp_path: Path, receiver: Receiver
+):
+    # displayName comes from ${TEAM_LABEL} (allowed in reconciler.toml); someone edits it in the
+    # registry. The drift is corrected and named, never quoted, in logs and notifications.
+    label = "label-from-the-environment-do-not-show"
+    text = td.model_toml("team:a").replace("rpm = 1\n", 'rpm = 1\ndisplayName = "${TEAM_LABEL}"\n')
+    (models / "team_a.toml").write_text(text)
+    config = tmp_path / "reconciler.toml"
+    config.write_text('allow_env = ["TEAM_LABEL"]\n')
+    w = td.Watcher(
+        registry, models, tmp_path / "d.log", "--config", str(config), "--notify", receiver.url
+    )
+    w.env = {**w.env, "TEAM_LABEL": label}
+    try:
+        w.start()
+        td.wait_for("created", lambda: (w.entry("team:a") or {}).get("definition"))
+        assert w.entry("team:a")["definition"]["displayName"] == label  # type: ignore[index]
+        w.api.patch("/" + quote("team:a", safe=""), json={"displayName": "edited"})
+        (drift,) = td.wait_for("the drift", lambda: receiver.events("drift-corrected"))
+        assert drift["fields"] == ["displayName"]
+        log = w.output()
+        # The write names the field; both values sit at a placeholder's path: redacted.
+        assert "displayName: " in log and "(redacted)" in log
+        assert label not in log + json.dumps(receiver.events()) + w.http.get("/status").text
+    finally:
+        w.close()
