@@ -285,3 +285,27 @@ async def test_dry_run_makes_no_call_and_reports_once(tmp_path) -> None:
     assert calls == []
     assert [e.kind for e in recorder.events] == [Kind.DRIFT_DETECTED]
     assert d.models["team:a"].state is State.OUT_OF_SYNC
+
+
+def test_notify_tables_in_the_config_file(tmp_path) -> None:
+    from reconciler.config import ConfigError, load_config
+
+    path = tmp_path / "reconciler.toml"
+    path.write_text(
+        '[[notify]]\nurl = "https://hooks.example/T/secret"\n'
+        '[[notify]]\nurl = "http://chat.example/hook"\n'
+        'events = ["drift-corrected", "sync-failed"]\n'
+    )
+    every, some = load_config(path).notify
+    assert every.events == list(Kind)
+    assert some.events == [Kind.DRIFT_CORRECTED, Kind.SYNC_FAILED]
+    for text, message in [
+        ('[[notify]]\nurl = "ftp://h/secret-token"\n', "notify[0].url: "),
+        ('[[notify]]\nurl = "https://h/x"\nevents = ["drift"]\n', "unknown event 'drift'"),
+        ('[[notify]]\nurl = "https://h/x"\nevent = ["drift-corrected"]\n', "did you mean 'events'"),
+    ]:
+        path.write_text(text)
+        with pytest.raises(ConfigError) as error:
+            load_config(path)
+        assert message in str(error.value)
+        assert "secret-token" not in str(error.value)
