@@ -108,8 +108,9 @@ class NotifyConfig(BaseModel):
 
 class FileConfig(BaseModel):
     """What ``reconciler.toml`` may say: ``owns``, ``[[ignore]]``, ``[[notify]]``,
-    ``registry_url``, ``[environments.NAME]``, and what model files may do: ``allow_env``
-    (variables non-secret fields may name) and ``max_file_bytes``."""
+    ``registry_url``, ``[environments.NAME]``, ``lint_file_names`` (warn about files not named
+    after their id; on by default), and what model files may do: ``allow_env`` (variables
+    non-secret fields may name) and ``max_file_bytes``."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
@@ -122,6 +123,7 @@ class FileConfig(BaseModel):
     environments: dict[Annotated[str, StringConstraints(pattern=ENV_NAME)], EnvironmentConfig] = (
         Field(default_factory=dict)
     )
+    lint_file_names: bool = True
     path: str | None = Field(default=None, exclude=True)  # where it was read from, if anywhere
 
     def ignore_rules(self) -> tuple[IgnoreRule, ...]:

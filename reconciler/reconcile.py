@@ -3,6 +3,7 @@ live entries -> plan. Thin on purpose: the decisions live in :mod:`reconciler.pl
 
 from __future__ import annotations
 
+import fnmatch
 import multiprocessing as mp
 import os
 import signal
@@ -123,7 +124,10 @@ def load_policy(config: FileConfig) -> source.LoadPolicy:
     """What model files may do, from ``reconciler.toml``: the variables non-secret fields may
     name, the credentials none may, and the file size cap."""
     return source.LoadPolicy(
-        tuple(config.allow_env), config.credential_env(), config.max_file_bytes
+        tuple(config.allow_env),
+        config.credential_env(),
+        config.max_file_bytes,
+        config.lint_file_names,
     )
 
 
@@ -133,8 +137,9 @@ def desired_state(load: LoadResult) -> dict[str, Desired]:
 
 
 def failed_files(load: LoadResult | DesiredState) -> int:
-    """How many files failed to load (each counted once, whether or not it names an id)."""
-    return len({p.path for p in load.errors})
+    """How many files failed to load (each counted once, whether or not it names an id); an
+    empty directory is no failed file (prune says so on its own)."""
+    return len({p.path for p in load.errors if p.code != source.NO_MODEL_FILES})
 
 
 def state_from_load(load: LoadResult) -> DesiredState:
@@ -198,10 +203,10 @@ class Loading:
         self._pool: ProcessPoolExecutor | None = None
         self._futures: list[Future[list[_Loaded]]] = []
         self._done: DesiredState | None = None
-        if not self._root.is_dir():
+        paths = [str(p) for p in source.discover(self._root)] if self._root.is_dir() else []
+        if not paths:  # no directory, or no model file in it: the loader's one error
             self._done = state_from_load(source.load_dir(self._root, policy=policy))
             return
-        paths = [str(p) for p in source.discover(self._root)]
         self._files = len(paths)
         workers = workers if workers is not None else min(os.cpu_count() or 1, 8)
         if workers < 2 or len(paths) < PARALLEL_FROM or "fork" not in mp.get_all_start_methods():
@@ -244,23 +249,41 @@ def load_desired(
     return Loading(root, workers, policy).result()
 
 
+class Selector:
+    """``--select``: the ids matching any of these fnmatch patterns (every id when none)."""
+
+    def __init__(self, patterns: Iterable[str] = ()) -> None:
+        self.patterns = tuple(patterns)
+
+    def __call__(self, model_id: str) -> bool:
+        return not self.patterns or any(fnmatch.fnmatchcase(model_id, p) for p in self.patterns)
+
+
 def plan_for(
     state: DesiredState,
     live: Iterable[Entry],
     *,
     prune: PruneOptions | None = None,
     ignore: Sequence[IgnoreRule] = (),
+    select: Selector | None = None,
 ) -> Plan:
     """Plan a desired state against live entries, every load failure (and a list answer that
-    says it paged) fencing prune."""
+    says it paged) fencing prune; with ``select``, only the selected ids are planned (and
+    pruned)."""
+    complete = not (isinstance(live, Listing) and live.has_more)
+    models, invalid = state.models, state.invalid_ids
+    if select is not None and select.patterns:
+        models = {i: d for i, d in models.items() if select(i)}
+        invalid = {i: f for i, f in invalid.items() if select(i)}
+        live = [e for e in live if select(e.id)]
     return make_plan(
-        state.models,
+        models,
         live,
-        invalid=state.invalid_ids,
+        invalid=invalid,
         prune=prune,
         ignore=ignore,
         load_errors=failed_files(state),
-        live_complete=not (isinstance(live, Listing) and live.has_more),
+        live_complete=complete,
     )
 
 

@@ -20,9 +20,10 @@ from rich.table import Table
 from rich.text import Text
 
 from .apply import Outcome
+from .diagnostics import problem_json
 from .plan import Action, Change, FieldChange, FieldOp, FieldPath, Plan, summary
 from .secrets import REDACTED, hidden_values, redact, redact_field, scrub
-from .source import LoadResult, Problem
+from .source import NO_MODEL_FILES, LoadResult, Problem
 from .spec import Entry, HealthResult, format_path
 from .text import printable
 
@@ -37,6 +38,8 @@ class Problems(Protocol):
     @property
     def warnings(self) -> tuple[Problem, ...]: ...
 
+
+FORMAT_VERSION = 1  # of every JSON document; raised only when a key changes meaning or goes
 
 _SIGN = {FieldOp.ADD: "+", FieldOp.REMOVE: "-", FieldOp.CHANGE: "~"}
 _FIELD_STYLE = {FieldOp.ADD: "green", FieldOp.REMOVE: "red", FieldOp.CHANGE: "yellow"}
@@ -90,25 +93,29 @@ def field_text(field: FieldChange, sensitive: frozenset[FieldPath] = frozenset()
 def counts(
     plan: Plan, outcomes: Sequence[Outcome] = (), load: Problems | None = None
 ) -> dict[str, int]:
-    """The JSON summary: every action, plus ``failed`` writes; ``invalid`` counts bad files."""
+    """The JSON summary: each action as often as ``changes`` holds it; ``applied`` and
+    ``failed`` writes; ``invalidFiles`` (files that did not load, with or without an id) and
+    ``warnings``."""
     out: dict[str, Any] = dict(summary(plan))
-    if load is not None:
-        out["invalid"] = max(out["invalid"], invalid_files(load))
+    out["applied"] = sum(1 for o in outcomes if o.ok)
     out["failed"] = sum(1 for o in outcomes if not o.ok)
+    out["invalidFiles"] = invalid_files(load) if load is not None else out["invalid"]
+    out["warnings"] = len(load.warnings) if load is not None else 0
     return out
 
 
 def invalid_files(load: Problems) -> int:
     """How many files failed (a file with several errors counts once)."""
-    return len({p.path for p in load.errors})
+    return len({p.path for p in load.errors if p.code != NO_MODEL_FILES})
 
 
 def summary_line(plan: Plan, load: Problems | None = None, *, prefix: str = "Plan") -> str:
     """``Plan: 2 to create, 1 to update, 0 to delete, 1 immutable skipped, 0 invalid.``"""
     c = counts(plan, (), load)
+    invalid = max(c["invalid"], c["invalidFiles"])
     return (
         f"{prefix}: {c['create']} to create, {c['update']} to update, {c['delete']} to delete, "
-        f"{c['immutable']} immutable skipped, {c['invalid']} invalid."
+        f"{c['immutable']} immutable skipped, {invalid} invalid."
     )
 
 
@@ -142,8 +149,6 @@ def render_plan(
     show_unchanged: bool = False,
 ) -> None:
     """Per model a field-level diff and the reason for each skip, then the summary line(s)."""
-    if load is not None:
-        render_problems(console, load)
     failures = {o.id: o for o in outcomes if not o.ok}
     lines: list[Line] = []
     for change in plan.changes:
@@ -209,24 +214,9 @@ def render_outcome(console: Console, outcome: Outcome) -> None:
     console.print(Text(printable(text), style="green" if outcome.ok else "red"))
 
 
-def render_problems(console: Console, load: Problems, *, warnings: bool = True) -> None:
-    """Each load error (and warning) as ``path:line: error: field: message``, sorted."""
-    shown: Iterable[Problem] = (*load.errors, *load.warnings) if warnings else load.errors
-    for p in sorted(shown, key=lambda p: (p.path, p.line or 0, p.severity)):
-        colour = "red" if p.severity == "error" else "yellow"
-        line = Text()
-        line.append(p.severity, style=colour)
-        line.append(printable(f" {p.path}" + (f":{p.line}" if p.line else "") + ": "))
-        if p.field:
-            line.append(printable(p.field), style="bold")
-            line.append(": ")
-        line.append(printable(p.message))
-        console.print(line)
-
-
 def render_validation(console: Console, load: LoadResult) -> None:
-    """What ``validate`` prints: the problems, a table of valid models and a status line."""
-    render_problems(console, load)
+    """What ``validate`` prints on stdout (the problems go to stderr): a table of valid models
+    and a status line."""
     if load.models:
         table = Table(title=f"{len(load.models)} valid model(s)", title_justify="left")
         for column in ("id", "provider", "modelId", "apiFormat", "auth", "file"):
@@ -248,39 +238,16 @@ def render_validation(console: Console, load: LoadResult) -> None:
 # --- JSON -------------------------------------------------------------------------------------
 
 
-def problem_json(p: Problem) -> dict[str, Any]:
-    """A load problem as JSON-ready data."""
-    return {"file": p.path, "line": p.line, "field": p.field, "message": p.message}
-
-
 def validation_json(load: LoadResult) -> dict[str, Any]:
     """What ``validate --output json`` prints."""
     return {
+        "formatVersion": FORMAT_VERSION,
         "valid": len(load.models),
         "files": load.files,
         "errors": [problem_json(p) for p in load.errors],
         "warnings": [problem_json(p) for p in load.warnings],
         "models": {i: m.path for i, m in sorted(load.models.items())},
     }
-
-
-def github_annotations(load: LoadResult) -> list[str]:
-    """Every problem as a GitHub Actions workflow command, so a pull request shows it on its
-    line. %, CR and LF are escaped in the message; in properties also , and :."""
-
-    def esc(text: str, prop: bool = False) -> str:
-        text = printable(text).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-        return text.replace(",", "%2C").replace(":", "%3A") if prop else text
-
-    lines = []
-    for p in sorted((*load.errors, *load.warnings), key=lambda p: (p.path, p.line or 0)):
-        props = [f"file={esc(p.path, True)}"]
-        if p.line:
-            props.append(f"line={p.line}")
-        if p.field:
-            props.append(f"title={esc(p.field, True)}")
-        lines.append(f"::{p.severity} {','.join(props)}::{esc(p.message)}")
-    return lines
 
 
 def plan_json(
@@ -307,14 +274,14 @@ def plan_json(
                 "error": failure_text(change, failure) if failure else None,
             }
         )
-    doc: dict[str, Any] = {
+    return {
+        "formatVersion": FORMAT_VERSION,
         "summary": counts(plan, outcomes, load),
         "changes": changes,
         "prune_skipped": plan.prune_skipped,
+        "errors": [problem_json(p) for p in load.errors] if load is not None else [],
+        "warnings": [problem_json(p) for p in load.warnings] if load is not None else [],
     }
-    if load is not None:
-        doc["errors"] = [problem_json(p) for p in load.errors]
-    return doc
 
 
 # --- health -----------------------------------------------------------------------------------
@@ -404,6 +371,7 @@ def health_counts(rows: Sequence[HealthRow]) -> dict[str, int]:
 def health_json(rows: Sequence[HealthRow]) -> dict[str, Any]:
     """``{"models": [{id, available, last_check, error}], "summary": {...}}``."""
     return {
+        "formatVersion": FORMAT_VERSION,
         "models": [
             {
                 "id": r.id,

@@ -101,7 +101,7 @@ def test_export_round_trip_with_placeholders(registry, run_cli, tmp_path: Path) 
     # Without the variables the secret-bearing files fail, and diff changes nothing for them.
     missing = run_cli("validate", "--dir", str(out_dir), env=registry.env())
     assert missing.returncode == 1
-    assert "MEETKAI_TEAM_SECRET_API_KEY is not set" in missing.stdout
+    assert "MEETKAI_TEAM_SECRET_API_KEY is not set" in missing.stderr
     diff_missing = run_cli("diff", "--dir", str(out_dir), env=registry.env())
     assert diff_missing.returncode == 1
     assert "to delete" in diff_missing.stdout and "0 to delete" in diff_missing.stdout

@@ -117,7 +117,7 @@ def test_validate_names_each_hostile_file_and_shows_no_secret(
     env = env_for(registry)
     text = run_cli("validate", "--dir", str(directory), "--config", str(config), env=env)
     assert text.returncode == 1
-    assert_each_file_named(text.stdout)
+    assert_each_file_named(text.stderr)  # problems go to stderr
     assert "2 valid" in text.stdout and "10 error(s)" in text.stdout
     runner = CliRunner()
     args = ["validate", "--dir", str(directory), "--config", str(config)]
@@ -139,7 +139,7 @@ def test_diff_and_sync_write_the_good_models_only(
     args = ["--dir", str(directory), "--config", str(config)]
     diff = run_cli("diff", *args, env=env)
     assert diff.returncode == 1, diff.stderr
-    assert_each_file_named(diff.stdout)
+    assert_each_file_named(diff.stderr)
     assert "+ meetkai:good" in diff.stdout and "+ meetkai:shown" in diff.stdout
     assert "displayName: (redacted)" in diff.stdout and "auth.value: (redacted)" in diff.stdout
     as_json = CliRunner().invoke(app, ["diff", *args, "-o", "json"], env=env)

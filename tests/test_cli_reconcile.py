@@ -134,7 +134,10 @@ def test_update_shows_old_and_new_and_is_applied(
         "unchanged": 2,
         "immutable": 0,
         "invalid": 0,
+        "applied": 0,
         "failed": 0,
+        "invalidFiles": 0,
+        "warnings": 0,
     }
     (change,) = [c for c in doc["changes"] if c["action"] == "update"]
     assert change["id"] == "meetkai:team-a"
@@ -360,10 +363,11 @@ def test_prune_skipped_for_an_empty_directory(
     empty.mkdir()
     args = ("--dir", str(empty), "--prune", "--owns", "meetkai:*")
     result = run_cli("sync", *args, "-o", "json", env=pruneable.env())
-    assert result.returncode == 0
+    assert result.returncode == 1  # an empty directory is an error, not "in sync"
     doc = json.loads(result.stdout)
     assert doc["summary"]["delete"] == 0
     assert "no valid model" in doc["prune_skipped"]
+    assert "no model files" in doc["errors"][0]["message"]
     assert "prune skipped" in result.stderr
     assert len(live(pruneable)) == 4
     assert pruneable.counts()["remove"] == 0
@@ -375,7 +379,7 @@ def test_prune_over_max_deletes_needs_force(
     (team_dir / "meetkai_team-b.toml").unlink()
     args = ("--dir", str(team_dir), "--prune", "--owns", "meetkai:team-*", "--max-deletes", "1")
     refused = run_cli("sync", *args, env=pruneable.env())
-    assert refused.returncode == 0
+    assert refused.returncode == 1  # a refused prune is an error, as in CI it must be seen
     assert "would delete 2 entries" in refused.stdout and "--force" in refused.stdout
     assert {"meetkai:team-b", "meetkai:team-c"} <= set(live(pruneable))
 
@@ -698,5 +702,5 @@ def test_diff_shows_load_warnings_but_never_the_secret(
     path.write_text(text)
     result = run_cli("diff", "--dir", str(models_dir), env=registry.env())
     assert result.returncode == 2, result.stderr
-    assert "warning" in result.stdout and "auth.value: inline secret" in result.stdout
+    assert "warning: auth.value: inline secret" in result.stderr  # warnings on stderr
     assert "sk-live-123" not in result.stdout + result.stderr

@@ -42,15 +42,31 @@ def model_files(directory: Path, n: int) -> list[str]:
     return ids
 
 
-def cli(registry: RunningRegistry, cwd: Path, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "reconciler", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=registry.env(),
-        cwd=cwd,
-    )
+class Cli(subprocess.Popen[str]):
+    """A CLI subprocess whose output goes to files: a pipe nobody reads while the test waits on
+    the registry would block it (sync prints its whole plan before the first write)."""
+
+    def __init__(self, registry: RunningRegistry, cwd: Path, *args: str) -> None:
+        self.logs = (cwd / "cli.stdout", cwd / "cli.stderr")
+        with open(self.logs[0], "w") as out, open(self.logs[1], "w") as err:
+            super().__init__(
+                [sys.executable, "-m", "reconciler", *args],
+                stdout=out,
+                stderr=err,
+                text=True,
+                env=registry.env(),
+                cwd=cwd,
+            )
+
+    def communicate(
+        self, input: str | None = None, timeout: float | None = None
+    ) -> tuple[str, str]:
+        self.wait(timeout)
+        return self.logs[0].read_text(), self.logs[1].read_text()
+
+
+def cli(registry: RunningRegistry, cwd: Path, *args: str) -> Cli:
+    return Cli(registry, cwd, *args)
 
 
 def connected(port: int) -> bool:

@@ -107,7 +107,7 @@ def test_error_paths_name_the_nested_field_and_its_line(tmp_path: Path) -> None:
     [error] = load_file(path, tmp_path).errors
     assert error.field == "capabilities.modalities.input[1]"
     assert error.line == 16
-    assert str(error).startswith(f"{path}:16: error: capabilities.modalities.input[1]:")
+    assert str(error).startswith(f"{path}:16:18: error: capabilities.modalities.input[1]:")
 
 
 def test_duplicate_ids_fail_both_files(tmp_path: Path) -> None:

@@ -1,34 +1,56 @@
 """The ``reconciler`` command line (Typer): wires the adapters together, holds no logic of its own.
 
 One module per command or group; each parses its options and wires the adapters. Exit codes are
-in ``common``.
+in ``common``: 0 ok, 2 changes pending (diff), 1 anything else, usage errors included.
 """
 
 from __future__ import annotations
 
 import gc
 import sys
+from typing import Annotated
 
 import typer
 
-from . import export, health, reconcile, validate, watch
-from .common import console
+from . import export, health, reconcile, schema, validate, watch
+from .common import Group, console
 from .interrupt import Interrupt, Interrupted
 from .registry import registry_app
 
 app = typer.Typer(
     name="reconciler",
+    cls=Group,
     help="Keep the MKA1 gateway's model registry in step with a directory of model files.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"reconciler {version('reconciler')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Keep the MKA1 gateway's model registry in step with a directory of model files."""
+
+
 app.command()(validate.validate)
 app.command()(reconcile.diff)
 app.command()(reconcile.sync)
 app.command("export")(export.export)
 app.command()(health.health)
 app.command()(watch.watch)
+app.command()(schema.schema)
 app.add_typer(registry_app, name="registry")
 
 

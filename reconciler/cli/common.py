@@ -1,17 +1,24 @@
 """What every command shares: consoles, the common options, settings and config loading, exits.
 
-Exit codes, for every command: 0 success / in sync, 1 error (invalid files, failed writes, the
-registry unreachable or refusing the key), 2 ``diff`` found pending changes.
+Exit codes, like Terraform's ``-detailed-exitcode``: 0 success / in sync, 2 ``diff`` found
+pending changes, 1 anything else (usage errors included, not Click's 2, which would read as
+"changes pending" to a pipeline).
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+
+try:  # Typer >= 0.20 carries its own copy of Click
+    from typer._click.exceptions import UsageError
+except ImportError:  # pragma: no cover
+    from click.exceptions import UsageError
+from typer.core import TyperGroup
 
 from ..config import ConfigError, FileConfig, Settings, load_config
 from ..text import printable
@@ -20,11 +27,38 @@ if TYPE_CHECKING:
     from ..reconcile import Target
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
+# What a piped console is wide: tables and lines are never cut to 80 columns in a CI log.
+PIPE_WIDTH = 100_000
+
+
+class Group(TyperGroup):
+    """The command group: a usage error (unknown option, bad value) exits 1, not Click's 2."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().make_context(*args, **kwargs)
+        except UsageError as exc:
+            exc.exit_code = EXIT_ERROR
+            raise
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UsageError as exc:
+            exc.exit_code = EXIT_ERROR
+            raise
 
 
 class Output(StrEnum):
     TEXT = "text"
     JSON = "json"
+
+
+class PlanOutput(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+    MARKDOWN = "markdown"
+    GITHUB = "github"
 
 
 class UpdateMethod(StrEnum):
@@ -35,18 +69,26 @@ class UpdateMethod(StrEnum):
 DirOpt = Annotated[
     Path, typer.Option("--dir", "-d", help="Directory of model files (*.toml, *.json).")
 ]
-OutputOpt = Annotated[Output, typer.Option("--output", "-o")]
+OutputOpt = Annotated[
+    Output, typer.Option("--output", "-o", help="text for people, json for programs.")
+]
 RegistryUrlOpt = Annotated[
     str | None,
     typer.Option(
-        "--registry-url", help="Registry base URL [env: MKA1_API_URL].", show_default=False
+        "--registry-url",
+        envvar="MKA1_API_URL",
+        show_envvar=True,
+        help="Registry base URL (else registry_url in reconciler.toml).",
+        show_default=False,
     ),
 ]
 OnBehalfOfOpt = Annotated[
     str | None,
     typer.Option(
         "--on-behalf-of",
-        help="X-On-Behalf-Of user id [env: MKA1_ON_BEHALF_OF].",
+        envvar="MKA1_ON_BEHALF_OF",
+        show_envvar=True,
+        help="X-On-Behalf-Of user id.",
         show_default=False,
     ),
 ]
@@ -54,7 +96,23 @@ ConfigOpt = Annotated[
     Path | None,
     typer.Option(
         "--config",
-        help="Config file (owns, ignore, allow_env...) [default: ./reconciler.toml if present].",
+        help="Config file (owns, ignore, allow_env, lint_file_names...).",
+        show_default="./reconciler.toml if present",
+    ),
+]
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="No warnings and no progress; errors still print.")
+]
+VerboseOpt = Annotated[
+    bool, typer.Option("--verbose", "-v", help="List every warning instead of summarising.")
+]
+SelectOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--select",
+        "-s",
+        help="Only ids matching this fnmatch pattern (repeatable); prune stays inside them.",
+        show_default=False,
     ),
 ]
 PruneOpt = Annotated[
@@ -95,12 +153,25 @@ UpdateMethodOpt = Annotated[
 
 
 def console(stderr: bool = False) -> Console:
-    """A console that prints ids as they are (no emoji codes, no highlighting, no wrapping)."""
+    """A console that prints ids as they are (no emoji codes, no highlighting, no wrapping);
+    when piped, so wide that nothing is ever cut."""
     # emoji=False: ids like "meetkai:a:b" must not print as "meetkai🅰b".
-    return Console(stderr=stderr, highlight=False, soft_wrap=True, emoji=False)
+    c = Console(stderr=stderr, highlight=False, soft_wrap=True, emoji=False)
+    if not c.is_terminal:
+        c.width = PIPE_WIDTH
+    return c
 
 
-def load_settings(err: Console) -> Settings:
+def json_error(message: str) -> None:
+    """On failure with ``--output json``: still one JSON object on stdout, with an ``error``."""
+    import json
+
+    from ..report import FORMAT_VERSION
+
+    print(json.dumps({"formatVersion": FORMAT_VERSION, "error": message}, ensure_ascii=False))
+
+
+def load_settings(err: Console, *, as_json: bool = False) -> Settings:
     """Environment settings, or exit 1 with one line naming the bad variable."""
     from pydantic import ValidationError
 
@@ -108,35 +179,45 @@ def load_settings(err: Console) -> Settings:
         return Settings()
     except ValidationError as exc:
         first = exc.errors(include_url=False, include_input=False)[0]
-        err.print(f"error: MKA1_{str(first['loc'][0]).upper()}: {first['msg']}", markup=False)
-        raise typer.Exit(EXIT_ERROR) from None
+        fail(err, f"MKA1_{str(first['loc'][0]).upper()}: {first['msg']}", as_json=as_json)
 
 
-def load_file_config(err: Console, path: Path | None) -> FileConfig:
+def load_file_config(err: Console, path: Path | None, *, as_json: bool = False) -> FileConfig:
     """The config file, or exit 1 naming every problem in it."""
     try:
         return load_config(path)
     except ConfigError as exc:
-        for line in str(exc).splitlines():
+        lines = str(exc).splitlines()
+        for line in lines:
             err.print(f"error: {line}", markup=False)
+        if as_json:
+            json_error("; ".join(lines))
         raise typer.Exit(EXIT_ERROR) from None
 
 
-def fail(err: Console, message: str) -> NoReturn:
-    """One line on stderr and exit 1: no traceback for a condition a user can fix."""
+def fail(err: Console, message: str, *, as_json: bool = False) -> NoReturn:
+    """One line on stderr (and a JSON ``error`` object on stdout with ``as_json``), exit 1: no
+    traceback for a condition a user can fix."""
     err.print(f"error: {printable(message)}", markup=False)
+    if as_json:
+        json_error(message)
     raise typer.Exit(EXIT_ERROR)
 
 
 def registry_target(
-    err: Console, config_path: Path | None, url: str | None, obo: str | None
+    err: Console,
+    config_path: Path | None,
+    url: str | None,
+    obo: str | None,
+    *,
+    as_json: bool = False,
 ) -> Target:
     """Where the registry is (flag, env, config file), or exit 1 saying what to set."""
     from .. import reconcile
 
-    config = load_file_config(err, config_path)
-    settings = load_settings(err)
+    config = load_file_config(err, config_path, as_json=as_json)
+    settings = load_settings(err, as_json=as_json)
     try:
         return reconcile.resolve_target(settings, config, registry_url=url, on_behalf_of=obo)
     except reconcile.SetupError as exc:
-        fail(err, str(exc))
+        fail(err, str(exc), as_json=as_json)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from .. import source
 from ..secrets import hidden_values
 from ..text import json_text
 from . import environments
@@ -90,7 +91,7 @@ def health(
     if not all_models:
         policy = reconcile.load_policy(file_config)
         base = reconcile.load_desired(directory, policy=policy)
-        if not directory.is_dir():
+        if not directory.is_dir() or base.errors[:1] == (source.no_model_files(directory),):
             fail(err, f"{directory}: {base.errors[0].message}; pass --dir or --all")
         overlays = envs_mod.load_overlays(chosen, policy)
         for name, _ in targets:

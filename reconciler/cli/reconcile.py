@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..plan import Plan, pending
-from ..text import json_text
+from ..text import json_text, printable
 from .common import (
     EXIT_CHANGES,
     EXIT_ERROR,
@@ -23,16 +22,18 @@ from .common import (
     ForceOpt,
     MaxDeletesOpt,
     OnBehalfOfOpt,
-    Output,
-    OutputOpt,
     OwnsOpt,
+    PlanOutput,
     PruneOpt,
+    QuietOpt,
     RegistryUrlOpt,
     RpsOpt,
+    SelectOpt,
     StrictOpt,
     TimeoutOpt,
     UpdateMethod,
     UpdateMethodOpt,
+    VerboseOpt,
     console,
     fail,
     load_file_config,
@@ -40,105 +41,140 @@ from .common import (
 )
 from .environments import AllEnvsOpt, EnvOpt
 from .interrupt import Interrupt, Interrupted, registry_gone
+from .progress import Progress, write_private
+
+if TYPE_CHECKING:
+    from ..apply import Outcome
+
+PlanOutputOpt = Annotated[
+    PlanOutput,
+    typer.Option(
+        "--output",
+        "-o",
+        help="text for people, json for programs, markdown for a pull-request comment, "
+        "github for workflow annotations.",
+    ),
+]
 
 
-def _reconcile(**kw: Any) -> int:
+@dataclass(frozen=True)
+class Run:
+    """What a diff or sync was asked to do (the parsed options)."""
+
+    directory: Path
+    registry_url: str | None
+    on_behalf_of: str | None
+    config_path: Path | None
+    prune: bool
+    owns: list[str] | None
+    max_deletes: int | None
+    force: bool
+    strict: bool
+    output: PlanOutput
+    select: list[str] | None
+    quiet: bool
+    verbose: bool
+    concurrency: int = 4
+    rps: float | None = None
+    timeout: float = 10.0
+    update_method: UpdateMethod = UpdateMethod.ADD
+    write: bool = False
+    dry_run: bool = False
+    out_path: Path | None = None  # diff --out
+    plan_path: Path | None = None  # sync --plan
+    env: list[str] | None = None  # --env: one run per environment (environments.py)
+    all_envs: bool = False
+
+
+def _reconcile(run: Run) -> int:
     """diff (write=False) and sync: load, plan, maybe apply, report; the exit code (130/143
     when a signal stopped it)."""
     out, err = console(), console(stderr=True)
     interrupt = Interrupt(err)
     with interrupt.guard():
         try:
-            return _run(interrupt, out, err, **kw)
+            return _run(run, interrupt, out, err)
         except Interrupted:
             return interrupt.report_early()
 
 
-def _run(
-    interrupt: Interrupt,
-    out: Console,
-    err: Console,
-    *,
-    directory: Path,
-    registry_url: str | None,
-    on_behalf_of: str | None,
-    config_path: Path | None,
-    prune: bool,
-    owns: list[str] | None,
-    max_deletes: int | None,
-    force: bool,
-    strict: bool,
-    output: Output,
-    concurrency: int,
-    rps: float | None,
-    timeout: float,
-    update_method: UpdateMethod,
-    write: bool,
-    dry_run: bool = False,
-    env: list[str] | None = None,
-    all_envs: bool = False,
-) -> int:
+def _run(run: Run, interrupt: Interrupt, out: Console, err: Console) -> int:
     import anyio
 
     from .. import apply as apply_mod
-    from .. import reconcile, report
-    from ..plan import Action, writes
+    from .. import diagnostics, planfile, reconcile, report, review
+    from ..plan import writes
     from ..registry import RegistryError
     from . import environments
 
-    config = load_file_config(err, config_path)
-    settings = load_settings(err)
-    if environments.wanted(config, env, all_envs):
+    as_json = run.output is PlanOutput.JSON
+    text = run.output is PlanOutput.TEXT
+    config = load_file_config(err, run.config_path, as_json=as_json)
+    settings = load_settings(err, as_json=as_json)
+    if environments.wanted(config, run.env, run.all_envs):
         chosen = environments.resolve(
             err,
             config,
-            env,
-            all_envs,
-            registry_url=registry_url or settings.api_url,
-            on_behalf_of=on_behalf_of or settings.on_behalf_of,
-            prune=prune,
-            owns=owns or (),
-            max_deletes=max_deletes,
-            force=force,
-            as_json=output is Output.JSON,
+            run.env,
+            run.all_envs,
+            registry_url=run.registry_url or settings.api_url,
+            on_behalf_of=run.on_behalf_of or settings.on_behalf_of,
+            prune=run.prune,
+            owns=run.owns or (),
+            max_deletes=run.max_deletes,
+            force=run.force,
+            as_json=as_json,
         )
         how = environments.EnvReconcile(
-            directory=directory,
-            strict=strict,
-            as_json=output is Output.JSON,
-            write=write,
-            dry_run=dry_run,
-            concurrency=concurrency,
-            rps=rps,
-            timeout=timeout,
-            update_method=update_method.value,
+            directory=run.directory,
+            strict=run.strict,
+            as_json=as_json,
+            write=run.write,
+            dry_run=run.dry_run,
+            concurrency=run.concurrency,
+            rps=run.rps,
+            timeout=run.timeout,
+            update_method=run.update_method.value,
             policy=reconcile.load_policy(config),
         )
         return environments.reconcile(chosen, how, interrupt, out, err)
     try:
         prune_opts = reconcile.prune_options(
-            prune,
-            owns or (),
+            run.prune,
+            run.owns or (),
             config,
-            max_deletes=5 if max_deletes is None else max_deletes,
-            force=force,
+            max_deletes=5 if run.max_deletes is None else run.max_deletes,
+            force=run.force,
         )
         target = reconcile.resolve_target(
-            settings, config, registry_url=registry_url, on_behalf_of=on_behalf_of
+            settings, config, registry_url=run.registry_url, on_behalf_of=run.on_behalf_of
         )
     except reconcile.SetupError as exc:
-        fail(err, str(exc))
+        fail(err, str(exc), as_json=as_json)
+    saved: dict[str, Any] | None = None
+    if run.plan_path is not None:
+        try:
+            saved = planfile.parse(
+                run.plan_path.read_text(encoding="utf-8"),
+                registry=target.url,
+                on_behalf_of=target.on_behalf_of,
+            )
+        except OSError as exc:
+            fail(err, f"{run.plan_path}: {exc.strerror or exc}", as_json=as_json)
+        except (planfile.PlanFileError, UnicodeDecodeError) as exc:
+            fail(err, f"{run.plan_path}: {exc}", as_json=as_json)
     # Files are parsed (in worker processes when there are many) while the registry is listed.
-    loading = reconcile.Loading(directory, policy=reconcile.load_policy(config))
-    outcomes: list[apply_mod.Outcome] = []
+    loading = reconcile.Loading(run.directory, policy=reconcile.load_policy(config))
+    outcomes: list[Outcome] = []
     loaded: list[reconcile.DesiredState] = []
+    saw: list[Any] = []
 
-    async def run() -> Plan:
+    async def go() -> Plan:
         client = reconcile.make_client(
             target,
-            timeout=timeout,
-            rps=rps,
-            concurrency=concurrency,
+            timeout=run.timeout,
+            rps=run.rps,
+            concurrency=run.concurrency,
             on_retry=lambda notice: err.print(notice, markup=False),
         )
         async with client:
@@ -153,74 +189,127 @@ def _run(
                     f"{len(live)} entries it returned were compared",
                     markup=False,
                 )
-            loaded.append(loading.result())
-            plan = reconcile.plan_for(
-                loaded[0], live, prune=prune_opts, ignore=config.ignore_rules()
-            )
+            state = loading.result()
+            loaded.append(state)
+            saw.extend(live)
+            if saved is not None:
+                plan = planfile.restore(saved, state.models, live)
+            else:
+                plan = reconcile.plan_for(
+                    state,
+                    live,
+                    prune=prune_opts,
+                    ignore=config.ignore_rules(),
+                    select=reconcile.Selector(run.select or ()),
+                )
             todo = writes(plan)
-            if not write or dry_run or not todo:
+            if text:  # the plan before any write
+                diagnostics.render(
+                    err, state.errors, state.warnings, verbose=run.verbose, quiet=run.quiet
+                )
+                report.render_plan(out, plan, load=state)
+            if not run.write or run.dry_run or not todo:
                 return plan
             interrupt.writing = True
-            progress = _progress(out, len(todo)) if output is Output.TEXT else None
-            with progress or contextlib.nullcontext():
-                task = progress.add_task("sync", total=len(todo)) if progress else None
-
-                def advance(_: apply_mod.Outcome) -> None:
-                    if progress is not None and task is not None:
-                        progress.advance(task)
-
+            show = Progress(out, len(todo), quiet=run.quiet or not text)
+            with show:
                 outcomes.extend(
                     await apply_mod.apply_plan(
                         plan,
                         client,
-                        concurrency=concurrency,
-                        update_method=update_method.value,
-                        on_result=advance,
+                        concurrency=run.concurrency,
+                        update_method=run.update_method.value,
+                        on_result=show.advance,
                         stop=interrupt.stop,
                     )
                 )
             return plan
 
     try:
-        plan = anyio.run(interrupt.run, run)
+        plan = anyio.run(interrupt.run, go)
     except RegistryError as exc:
-        fail(err, exc.message)
+        fail(err, exc.message, as_json=as_json)
+    except planfile.StalePlan as exc:
+        for reason in exc.reasons:
+            err.print(f"error: {printable(reason)}", markup=False)
+        fail(
+            err,
+            f"{run.plan_path}: the plan is stale, nothing was written; run diff --out again",
+            as_json=as_json,
+        )
     load = loaded[0]
 
-    if output is Output.JSON:
+    if as_json:
         doc = report.plan_json(plan, load=load, outcomes=outcomes)
         print(json_text(json.dumps(doc, ensure_ascii=False)))
+    elif run.output is PlanOutput.MARKDOWN:
+        print(review.markdown(plan, load, title=f"reconciler {'sync' if run.write else 'diff'}"))
+    elif run.output is PlanOutput.GITHUB:
+        print("\n".join(review.annotations(plan, load)))
+    if not text:
+        diagnostics.render(err, load.errors, (), verbose=run.verbose)
         if plan.prune_skipped:
-            err.print(f"warning: {plan.prune_skipped}", markup=False)
-    else:
-        report.render_plan(out, plan, load=load, outcomes=outcomes)
-        if write and not outcomes:
-            out.print("Nothing to write." if not writes(plan) else "Dry run: nothing written.")
+            err.print(f"error: {plan.prune_skipped}", markup=False)
+    elif outcomes:
+        failures = [o for o in outcomes if not o.ok]
+        report.emit(
+            out,
+            [
+                *(
+                    line
+                    for change in plan.changes
+                    for o in failures
+                    if o.id == change.id
+                    for line in report.change_lines(change, o)
+                ),
+                (report.result_line(outcomes), "bold red" if failures else "bold green"),
+            ],
+        )
+    elif run.write:
+        out.print("Nothing to write." if not writes(plan) else "Dry run: nothing written.")
+
     if interrupt.signal is not None:
         return interrupt.report(outcomes)
     gone = registry_gone(outcomes)
     if gone:
         err.print(f"error: {gone}", markup=False)
-    immutable = any(c.action is Action.IMMUTABLE for c in plan.changes)
-    if load.errors or any(not o.ok for o in outcomes) or (strict and immutable):
-        return EXIT_ERROR
-    if not write and pending(plan):
-        return EXIT_CHANGES
-    return EXIT_OK
-
-
-def _progress(console: Console, total: int) -> Progress | None:
-    """A progress bar for a long sync on a terminal; none when piped or for a few writes."""
-    if not console.is_terminal or total < 10:
-        return None
-    return Progress(
-        TextColumn("syncing"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
+    failed = (
+        load.errors
+        or any(not o.ok for o in outcomes)
+        or (run.strict and _immutable(plan))
+        or (plan.prune_skipped and saved is None)
     )
+    code = EXIT_ERROR if failed else EXIT_OK
+    if code == EXIT_OK and not run.write and pending(plan):
+        code = EXIT_CHANGES
+    if run.out_path is not None:
+        if code == EXIT_ERROR:
+            err.print(f"error: {run.out_path}: plan not written (fix the errors first)")
+        else:
+            doc = planfile.dump(
+                plan,
+                saw,
+                registry=target.url,
+                on_behalf_of=target.on_behalf_of,
+                directory=str(run.directory),
+            )
+            try:
+                write_private(run.out_path, json.dumps(doc, indent=1, ensure_ascii=False))
+            except OSError as exc:
+                fail(err, f"{run.out_path}: {exc.strerror or exc}", as_json=as_json)
+            if text and not run.quiet:
+                err.print(
+                    f"Saved the plan to {run.out_path}: apply exactly it with "
+                    f"reconciler sync --plan {run.out_path}",
+                    markup=False,
+                )
+    return code
+
+
+def _immutable(plan: Plan) -> bool:
+    from ..plan import Action
+
+    return any(c.action is Action.IMMUTABLE for c in plan.changes)
 
 
 def diff(
@@ -233,7 +322,18 @@ def diff(
     max_deletes: MaxDeletesOpt = None,
     force: ForceOpt = False,
     strict: StrictOpt = False,
-    output: OutputOpt = Output.TEXT,
+    output: PlanOutputOpt = PlanOutput.TEXT,
+    select: SelectOpt = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Save the plan to this file, for sync --plan (no secret in it).",
+            show_default=False,
+        ),
+    ] = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
     timeout: TimeoutOpt = 10.0,
     env: EnvOpt = None,
     all_envs: AllEnvsOpt = False,
@@ -241,23 +341,25 @@ def diff(
     """Show what sync would change; changes nothing. Exit 0 in sync, 2 pending, 1 on error."""
     raise typer.Exit(
         _reconcile(
-            directory=directory,
-            registry_url=registry_url,
-            on_behalf_of=on_behalf_of,
-            config_path=config,
-            prune=prune,
-            owns=owns,
-            max_deletes=max_deletes,
-            force=force,
-            strict=strict,
-            output=output,
-            concurrency=4,
-            rps=None,
-            timeout=timeout,
-            update_method=UpdateMethod.ADD,
-            write=False,
-            env=env,
-            all_envs=all_envs,
+            Run(
+                directory=directory,
+                registry_url=registry_url,
+                on_behalf_of=on_behalf_of,
+                config_path=config,
+                prune=prune,
+                owns=owns,
+                max_deletes=max_deletes,
+                force=force,
+                strict=strict,
+                output=output,
+                select=select,
+                quiet=quiet,
+                verbose=verbose,
+                timeout=timeout,
+                out_path=out,
+                env=env,
+                all_envs=all_envs,
+            )
         )
     )
 
@@ -272,7 +374,18 @@ def sync(
     max_deletes: MaxDeletesOpt = None,
     force: ForceOpt = False,
     strict: StrictOpt = False,
-    output: OutputOpt = Output.TEXT,
+    output: PlanOutputOpt = PlanOutput.TEXT,
+    select: SelectOpt = None,
+    plan: Annotated[
+        Path | None,
+        typer.Option(
+            "--plan",
+            help="Apply exactly this saved plan (diff --out), if no entry changed since.",
+            show_default=False,
+        ),
+    ] = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
     concurrency: ConcurrencyOpt = 4,
     rps: RpsOpt = None,
     timeout: TimeoutOpt = 10.0,
@@ -286,23 +399,29 @@ def sync(
     """Make the registry match the files. Exit 0 when every write succeeded, 1 otherwise."""
     raise typer.Exit(
         _reconcile(
-            directory=directory,
-            registry_url=registry_url,
-            on_behalf_of=on_behalf_of,
-            config_path=config,
-            prune=prune,
-            owns=owns,
-            max_deletes=max_deletes,
-            force=force,
-            strict=strict,
-            output=output,
-            concurrency=concurrency,
-            rps=rps,
-            timeout=timeout,
-            update_method=update_method,
-            write=True,
-            dry_run=dry_run,
-            env=env,
-            all_envs=all_envs,
+            Run(
+                directory=directory,
+                registry_url=registry_url,
+                on_behalf_of=on_behalf_of,
+                config_path=config,
+                prune=prune,
+                owns=owns,
+                max_deletes=max_deletes,
+                force=force,
+                strict=strict,
+                output=output,
+                select=select,
+                quiet=quiet,
+                verbose=verbose,
+                concurrency=concurrency,
+                rps=rps,
+                timeout=timeout,
+                update_method=update_method,
+                write=True,
+                dry_run=dry_run,
+                plan_path=plan,
+                env=env,
+                all_envs=all_envs,
+            )
         )
     )

@@ -10,7 +10,16 @@ from typing import Annotated
 import typer
 
 from .. import source
-from .common import EXIT_ERROR, EXIT_OK, ConfigOpt, DirOpt, console, load_file_config
+from .common import (
+    EXIT_ERROR,
+    EXIT_OK,
+    ConfigOpt,
+    DirOpt,
+    QuietOpt,
+    VerboseOpt,
+    console,
+    load_file_config,
+)
 
 
 class ValidateOutput(StrEnum):
@@ -20,20 +29,56 @@ class ValidateOutput(StrEnum):
 
 
 def validate(
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="Model files or directories to check (as pre-commit passes them); else --dir.",
+            show_default=False,
+        ),
+    ] = None,
     directory: DirOpt = Path("models.d"),
-    output: Annotated[ValidateOutput, typer.Option("--output", "-o")] = ValidateOutput.TEXT,
+    output: Annotated[
+        ValidateOutput,
+        typer.Option(
+            "--output", "-o", help="text, json, or github (workflow annotations on each line)."
+        ),
+    ] = ValidateOutput.TEXT,
     config: ConfigOpt = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Check every model file; exit 0 when all are valid, 1 otherwise. Changes nothing."""
-    from .. import reconcile, report
+    from .. import diagnostics, reconcile, report
 
-    policy = reconcile.load_policy(load_file_config(console(stderr=True), config))
-    result = source.load_dir(directory, policy=policy)
+    err = console(stderr=True)
+    file_config = load_file_config(err, config, as_json=output is ValidateOutput.JSON)
+    result = load(paths or [directory], reconcile.load_policy(file_config))
     if output is ValidateOutput.JSON:
         print(json.dumps(report.validation_json(result), indent=2))
     elif output is ValidateOutput.GITHUB:
-        for line in report.github_annotations(result):
+        warnings = () if quiet else result.warnings
+        for line in diagnostics.github_annotations((*result.errors, *warnings)):
             print(line)
     else:
+        diagnostics.render(err, result.errors, result.warnings, verbose=verbose, quiet=quiet)
         report.render_validation(console(), result)
     raise typer.Exit(EXIT_OK if result.ok else EXIT_ERROR)
+
+
+def load(paths: list[Path], policy: source.LoadPolicy) -> source.LoadResult:
+    """Files and directories as one load: ids checked across all of them."""
+    first = paths[0]
+    if len(paths) == 1 and (first.is_dir() or first.suffix not in source.SUFFIXES):
+        return source.load_dir(first, policy=policy)
+    results: list[source.FileResult] = []
+    for path in paths:
+        if path.is_dir():
+            files = list(source.discover(path))
+            if not files:
+                results.append(
+                    source.FileResult(str(path), None, None, (source.no_model_files(path),))
+                )
+            results.extend(source.load_file(f, path, policy=policy) for f in files)
+        else:
+            results.append(source.load_file(path, policy=policy))
+    return source.combine(results)

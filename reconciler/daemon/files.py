@@ -3,6 +3,7 @@ stamp (mtime, size, inode) changes or the watcher names it."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -77,18 +78,16 @@ class ModelFiles:
         return before, [self.results.get(p) for p in paths]
 
     def first_error(self, file: str | None) -> str:
-        """``a.toml:3: rpm: ...`` (+N more): what is wrong with a file, for its model's row."""
+        """``a.toml:3:1: error: rpm: ...`` (+N more): what is wrong with a file, for its model's row."""
         result = self.results.get(file or "")
         problems = result.errors if result and result.errors else ()
         if not problems:
             problems = tuple(p for p in self.load.errors if p.path == file)
         if not problems:
             return "the file failed validation"
-        first = problems[0]
-        where = os.path.relpath(first.path, self.root) + (f":{first.line}" if first.line else "")
-        what = f"{first.field}: " if first.field else ""
+        first = dataclasses.replace(problems[0], path=os.path.relpath(problems[0].path, self.root))
         more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
-        return f"{where}: {what}{first.message}{more}"
+        return f"{first}{more}"  # the one problem format: path:line:col: error: field: message
 
     def _read(self, path: str, stamp: Stamp | None) -> None:
         loaded = load_file(path, self.root, policy=self.policy)

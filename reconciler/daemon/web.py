@@ -6,6 +6,7 @@ never a definition, and the registry URL is shown without any user-info part.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import os
@@ -40,9 +41,7 @@ def invalid_files(daemon: Daemon) -> list[dict[str, str]]:
     first: dict[str, str] = {}
     for p in daemon.load.errors:
         rel = os.path.relpath(p.path, daemon.root)
-        line = f":{p.line}" if p.line else ""
-        field = f"{p.field}: " if p.field else ""
-        first.setdefault(rel, f"{rel}{line}: {field}{p.message}")
+        first.setdefault(rel, str(dataclasses.replace(p, path=rel)))
     return [{"file": f, "error": e} for f, e in sorted(first.items())]
 
 

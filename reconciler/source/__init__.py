@@ -21,10 +21,12 @@ import tomllib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
 from pydantic import ValidationError
 
+from ..positions import locate
 from ..secrets import FieldPath, scrub
 from ..spec import Definition, describe_loc, error_hint, format_path, safe_file_stem, suggest
 from ..text import printable
@@ -33,6 +35,8 @@ from .placeholders import DEFAULT_POLICY, VARIABLE, LoadPolicy, substitute
 
 __all__ = [
     "DEFAULT_POLICY",
+    "FILE_NAME",
+    "NO_MODEL_FILES",
     "SUFFIXES",
     "Document",
     "FileResult",
@@ -46,6 +50,7 @@ __all__ = [
     "discover",
     "load_dir",
     "load_file",
+    "no_model_files",
     "read_document",
     "validate_data",
 ]
@@ -66,9 +71,12 @@ class Problem:
     field: str | None = None
     line: int | None = None
     severity: Severity = "error"
+    column: int | None = None
+    code: str | None = None  # the kind (file-name, inline-secret...): repeated ones summarise
 
     def __str__(self) -> str:
-        where = self.path + (f":{self.line}" if self.line else "")
+        """``path:line:col: error|warning: field: message``, the one problem format."""
+        where = self.path + (f":{self.line}:{self.column or 1}" if self.line else "")
         what = f"{self.field}: " if self.field else ""
         return printable(f"{where}: {self.severity}: {what}{self.message}")
 
@@ -118,13 +126,31 @@ def load_dir(
     now: float | None = None,
     policy: LoadPolicy = DEFAULT_POLICY,
 ) -> LoadResult:
-    """Load every model file under ``root``; never stops at the first bad one."""
+    """Load every model file under ``root``; never stops at the first bad one. A directory
+    without any model file is an error (a wrong ``--dir`` must not read as "all in sync")."""
     if not os.path.isdir(root):
         where = os.fspath(root)
         problem = Problem(where, "not a directory" if os.path.exists(root) else "no such directory")
         return LoadResult(errors=(problem,))
-    results = [load_file(p, root, env=env, now=now, policy=policy) for p in discover(root)]
-    return combine(results)
+    paths = list(discover(root))
+    if not paths:
+        return LoadResult(errors=(no_model_files(root),))
+    return combine(load_file(p, root, env=env, now=now, policy=policy) for p in paths)
+
+
+NO_MODEL_FILES = "no-model-files"
+
+
+def no_model_files(root: str | os.PathLike[str]) -> Problem:
+    """The error for a directory that holds no model file, naming what it holds instead."""
+    base = Path(root)
+    others = sorted(
+        str(p.relative_to(base))
+        for p in base.rglob("*.y*ml")
+        if p.suffix in (".yaml", ".yml") and not any(x.startswith(".") for x in p.parts)
+    )[:3]
+    hint = f"; {', '.join(others)} not read: model files end in .toml or .json" if others else ""
+    return Problem(os.fspath(root), f"no model files (*.toml, *.json){hint}", code=NO_MODEL_FILES)
 
 
 class _Loaded(Protocol):
@@ -200,9 +226,9 @@ def load_file(
 
 
 def _failed(
-    shown: str, message: str, line: int | None = None, declared: str | None = None
+    shown: str, message: str, line: int | None = None, column: int | None = None
 ) -> FileResult:
-    return FileResult(shown, None, declared, (Problem(shown, message, line=line),))
+    return FileResult(shown, None, None, (Problem(shown, message, line=line, column=column),))
 
 
 @dataclass(frozen=True)
@@ -221,7 +247,7 @@ class Document:
 
     def line(self, loc: Iterable[str | int]) -> int | None:
         """Best-effort line of the key at ``loc`` in the file."""
-        return _find_line(self.text, loc)
+        return locate(self.text, loc)[0]
 
 
 def read_document(
@@ -233,8 +259,8 @@ def read_document(
     """Read (capped), parse and substitute ``${VARIABLES}`` in one file: an object at the top
     level. Raises only what :func:`load_file` guards against (RecursionError, MemoryError)."""
 
-    def failed(message: str, line: int | None = None) -> Document:
-        return Document(shown, errors=(Problem(shown, message, line=line),))
+    def failed(message: str, line: int | None = None, column: int | None = None) -> Document:
+        return Document(shown, errors=(Problem(shown, message, line=line, column=column),))
 
     try:
         text = read_capped(shown, policy.max_file_bytes).decode("utf-8")
@@ -263,8 +289,9 @@ def read_document(
     sub = substitute(raw, os.environ if env is None else env, policy)
     if sub.problems:
         problems = tuple(
-            Problem(shown, why, format_path(loc), _find_line(text, loc))
+            Problem(shown, why, format_path(loc), line, column=column)
             for loc, why in sub.problems[:MAX_PROBLEMS]
+            for line, column in [locate(text, loc)]
         )
         return Document(shown, text, raw, None, declared, problems)
     return Document(shown, text, raw, sub.data, declared, (), sub.sensitive, sub.values)
@@ -300,8 +327,11 @@ def _load(
     if definition is None:
         return FileResult(shown, None, doc.declared_id, problems)
     warnings = tuple(
-        Problem(shown, message, fld, doc.line(loc), "warning")
-        for loc, fld, message in _lint(definition, shown, raw=doc.raw, now=now)
+        Problem(shown, message, fld, line, "warning", column, code)
+        for loc, fld, message, code in _lint(
+            definition, shown, raw=doc.raw, now=now, names=policy.lint_file_names
+        )
+        for line, column in [locate(doc.text, loc)]
     )
     return FileResult(shown, definition, definition.id, (), warnings, doc.sensitive)
 
@@ -309,15 +339,15 @@ def _load(
 # --- parsing ----------------------------------------------------------------------------------
 
 
-def _parse_error(exc: ValueError, is_json: bool) -> tuple[str, int | None]:
+def _parse_error(exc: ValueError, is_json: bool) -> tuple[str, int | None, int | None]:
     if isinstance(exc, json.JSONDecodeError):
-        return f"invalid JSON: {exc.msg}", exc.lineno
+        return f"invalid JSON: {exc.msg}", exc.lineno, exc.colno
     if is_json:
-        return f"invalid JSON: {exc}", None  # e.g. an integer of more than 4300 digits
+        return f"invalid JSON: {exc}", None, None  # e.g. an integer of more than 4300 digits
     message = str(exc)
     match = _TOML_POSITION.search(message)
-    line = int(match.group(1)) if match else None
-    return f"invalid TOML: {_TOML_POSITION.sub('', message).strip()}", line
+    line, column = (int(match.group(1)), int(match.group(2))) if match else (None, None)
+    return f"invalid TOML: {_TOML_POSITION.sub('', message).strip()}", line, column
 
 
 def _validation_problem(
@@ -348,7 +378,8 @@ def _validation_problem(
         if hint:
             message += f"; {hint}"
         message = scrub(message, values) if values else message
-    return Problem(shown, message, path or None, _find_line(text, loc))
+    line, column = locate(text, loc)
+    return Problem(shown, message, path or None, line, column=column)
 
 
 def _near(path: str, sensitive: frozenset[FieldPath]) -> bool:
@@ -363,25 +394,6 @@ def _near(path: str, sensitive: frozenset[FieldPath]) -> bool:
     return False
 
 
-def _find_line(text: str, loc: Iterable[str | int]) -> int | None:
-    """Best-effort line of the deepest key of ``loc`` that the text names, after its parents."""
-    keys = [k for k in loc if isinstance(k, str)]
-    lines = text.splitlines()
-    start, found = 0, None
-    for key in keys:
-        pattern = re.compile(
-            rf'^\s*(\[+\s*)?([\w.-]+\.)?["\']?{re.escape(key)}["\']?\s*(=|\.|\]|":|:)'
-            rf'|^\s*"{re.escape(key)}"\s*:'
-        )
-        for n in range(start, len(lines)):
-            if pattern.search(lines[n]):
-                start, found = n, n + 1
-                break
-        else:
-            continue
-    return found
-
-
 # --- warnings ---------------------------------------------------------------------------------
 
 _MS_THRESHOLD = 100_000_000_000  # unix seconds reach this in the year 5138; ms passed it in 1973
@@ -392,29 +404,37 @@ def _lint(
     path: str,
     raw: Mapping[str, Any],
     now: float | None,
-) -> Iterator[tuple[tuple, str, str]]:
-    """Things that validate but are probably mistakes: (loc, field, message)."""
+    names: bool = True,
+) -> Iterator[tuple[tuple, str, str, str]]:
+    """Things that validate but are probably mistakes: (loc, field, message, code)."""
     for loc in _inline_secret_locs(raw):
         yield (
             loc,
             format_path(loc),
             "inline secret in the file; reference it with envVar (read on the gateway side) "
             "or a ${VARIABLE} placeholder instead",
+            "inline-secret",
         )
     now = time.time() if now is None else now
     if definition.created >= _MS_THRESHOLD:
-        yield ("created",), "created", "looks like milliseconds; the API wants unix seconds"
+        ms = "looks like milliseconds; the API wants unix seconds"
+        yield ("created",), "created", ms, "created-ms"
     elif definition.created > now + 86_400:
-        yield ("created",), "created", "lies in the future"
+        yield ("created",), "created", "lies in the future", "created-future"
     name = os.path.basename(path)
     stem, suffix = os.path.splitext(name)
-    if stem not in {definition.id, safe_file_stem(definition.id), definition.id.split(":")[-1]}:
+    expected = {definition.id, safe_file_stem(definition.id), definition.id.split(":")[-1]}
+    if names and stem not in expected:
         yield (
             ("id",),
             "id",
             f"file name {name!r} does not match the id {definition.id!r} "
             f"(expected {safe_file_stem(definition.id)}{suffix})",
+            FILE_NAME,
         )
+
+
+FILE_NAME = "file-name"  # the code of the naming lint's warning
 
 
 def _inline_secret_locs(raw: Mapping[str, Any]) -> Iterator[tuple]:

@@ -33,6 +33,7 @@ class LoadPolicy:
     allow_env: tuple[str, ...] = ()  # names or fnmatch patterns, for non-secret fields
     deny_env: tuple[str, ...] = CREDENTIAL_ENV  # the reconciler's own credentials: never
     max_file_bytes: int = MAX_FILE_BYTES
+    lint_file_names: bool = True  # warn about files not named after their id
 
     def refusal(self, name: str, loc: FieldPath) -> str | None:
         """Why ``${name}`` may not stand at ``loc``, or None when it may."""

@@ -1,0 +1,68 @@
+"""How a sync shows its writes as they complete, and how a saved plan is written to disk."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress as RichProgress
+
+from ..text import printable
+
+if TYPE_CHECKING:
+    from ..apply import Outcome
+
+# Progress in a pipe: a line per write; a bar on a terminal from this many writes.
+BAR_FROM = 10
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a plan file readable by its owner only, whole or not at all."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text + "\n")
+    os.replace(tmp, path)
+
+
+class Progress:
+    """Writes as they complete: a bar on a terminal, a line per write in a pipe."""
+
+    def __init__(self, console: Console, total: int, *, quiet: bool) -> None:
+        self.console, self.total, self.done = console, total, 0
+        self.quiet = quiet
+        self.bar: RichProgress | None = None
+        if not quiet and console.is_terminal and total >= BAR_FROM:
+            self.bar = RichProgress(
+                TextColumn("syncing"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+            )
+            self.task = self.bar.add_task("sync", total=total)
+
+    def __enter__(self) -> Progress:
+        if self.bar is not None:
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+
+    def advance(self, outcome: Outcome) -> None:
+        if not outcome.attempted:
+            return  # never sent (a stop): the final report lists these
+        self.done += 1
+        if self.bar is not None:
+            self.bar.advance(self.task)
+        elif not self.quiet:
+            verdict = "ok" if outcome.ok else "failed (why: below)"
+            line = f"[{self.done}/{self.total}] {outcome.action.value} {outcome.id}: {verdict}"
+            self.console.file.write(printable(line) + "\n")
+            self.console.file.flush()
