@@ -43,16 +43,17 @@ def model_files(directory: Path, n: int) -> list[str]:
 
 
 class Cli(subprocess.Popen[str]):
-    """A CLI subprocess whose output goes to files: a pipe nobody reads while the test waits on
-    the registry would block it (sync prints its whole plan before the first write)."""
+    """A CLI subprocess whose stdout goes to a file: a pipe nobody reads while the test waits on
+    the registry would block it (sync prints its whole plan before the first write). stderr
+    stays a pipe, short enough, for tests that read it as it comes."""
 
     def __init__(self, registry: RunningRegistry, cwd: Path, *args: str) -> None:
-        self.logs = (cwd / "cli.stdout", cwd / "cli.stderr")
-        with open(self.logs[0], "w") as out, open(self.logs[1], "w") as err:
+        self.log = cwd / "cli.stdout"
+        with open(self.log, "w") as out:
             super().__init__(
                 [sys.executable, "-m", "reconciler", *args],
                 stdout=out,
-                stderr=err,
+                stderr=subprocess.PIPE,
                 text=True,
                 env=registry.env(),
                 cwd=cwd,
@@ -61,8 +62,8 @@ class Cli(subprocess.Popen[str]):
     def communicate(
         self, input: str | None = None, timeout: float | None = None
     ) -> tuple[str, str]:
-        self.wait(timeout)
-        return self.logs[0].read_text(), self.logs[1].read_text()
+        _, err = super().communicate(input, timeout)
+        return self.log.read_text(), err
 
 
 def cli(registry: RunningRegistry, cwd: Path, *args: str) -> Cli:
