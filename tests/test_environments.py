@@ -205,9 +205,9 @@ def test_overlay_errors_fail_that_environment_only(run_cli: Run, setup: Setup):
     setup.overlay("prod", "bad.toml", 'id = "meetkai:env-b"\ncontextWindow = "big"\n')
     result = cli(run_cli, setup, "sync", "--all-envs")
     assert result.returncode == 1
-    out = result.stdout
+    out = result.stderr  # problems go to stderr, as path:line:col
     assert "contextWindw: unknown key; did you mean 'contextWindow'?" in out
-    assert "typo.toml:2" in out
+    assert "typo.toml:2:1" in out
     assert "no model file declares id 'meetkai:ghost'" in out
     assert "bad.toml" in out and "contextWindow" in out
     # dev converged; prod wrote only what no failed overlay touches

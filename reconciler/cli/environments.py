@@ -213,16 +213,14 @@ class _Only:
 
 def render(out: Console, err: Console, runs: Sequence[EnvRun], *, write: bool) -> None:
     """Text: the shared file problems once, then a section per environment, then one line each."""
-    from .. import report
+    from .. import diagnostics, report
     from ..plan import pending, writes
 
     shared = _base_problems(runs)
-    report.render_problems(
-        out,
-        _Only(
-            tuple(p for p in shared if p.severity == "error"),
-            tuple(p for p in shared if p.severity != "error"),
-        ),
+    diagnostics.render(  # problems go to stderr, in the one format
+        err,
+        tuple(p for p in shared if p.severity == "error"),
+        tuple(p for p in shared if p.severity != "error"),
     )
     for run in runs:
         env = run.env
@@ -235,13 +233,14 @@ def render(out: Console, err: Console, runs: Sequence[EnvRun], *, write: bool) -
         else:
             own = _Only((), ())
         if run.error is not None:
-            report.render_problems(out, own)
+            diagnostics.render(err, own.errors, own.warnings)
             err.print(f"error: {env.name}: {run.error}", markup=False)
             out.print(f"{env.name}: failed: {run.error}", markup=False)
             continue
         assert run.plan is not None
         if run.excluded:
             out.print(f"left out by the overlay: {', '.join(sorted(run.excluded))}", markup=False)
+        diagnostics.render(err, own.errors, own.warnings)
         report.render_plan(out, run.plan, load=own, outcomes=run.outcomes)
         if run.live is not None and getattr(run.live, "has_more", False):
             err.print(
@@ -270,7 +269,7 @@ def render(out: Console, err: Console, runs: Sequence[EnvRun], *, write: bool) -
 def plans_json(runs: Sequence[EnvRun]) -> dict[str, Any]:
     """One JSON document: ``environments`` (summary, errors, registry error per environment)
     and ``changes``, each carrying its ``environment``."""
-    from .. import report
+    from .. import diagnostics, report
 
     changes: list[dict[str, Any]] = []
     per_env: list[dict[str, Any]] = []
@@ -283,7 +282,7 @@ def plans_json(runs: Sequence[EnvRun]) -> dict[str, Any]:
             entry.update(doc)
         else:
             entry["errors"] = [
-                report.problem_json(p) for p in (run.state.errors if run.state else ())
+                diagnostics.problem_json(p) for p in (run.state.errors if run.state else ())
             ]
         entry["excluded"] = sorted(run.excluded)
         entry["error"] = run.error
