@@ -78,7 +78,7 @@ class ModelFiles:
         return before, [self.results.get(p) for p in paths]
 
     def first_error(self, file: str | None) -> str:
-        """``a.toml:3:1: error: rpm: ...`` (+N more): what is wrong with a file, for its model's row."""
+        """``a.toml:3:1: error: rpm: ...`` (+N more): what is wrong with a file, for its row."""
         result = self.results.get(file or "")
         problems = result.errors if result and result.errors else ()
         if not problems:
