@@ -322,3 +322,30 @@ def test_help_shows_env_vars_and_defaults(run_cli: Run) -> None:
     assert "default: (./reconciler.toml if present)" in result.stdout
     assert "default: models.d" in result.stdout
     assert "--install-completion" in run_cli("--help", env={**clean_env(), "COLUMNS": "200"}).stdout
+
+
+def test_saved_plans_select_and_pr_output_refuse_environments(
+    tmp_path: Path, team_dir: Path
+) -> None:
+    config = tmp_path / "envs.toml"
+    config.write_text(
+        '[environments.prod]\nregistry_url = "http://127.0.0.1:1"\napi_key_env = "PROD_KEY"\n'
+    )
+    base = ["--dir", str(team_dir), "--config", str(config)]
+    for extra in (
+        ["diff", "--out", str(tmp_path / "p.json")],
+        ["sync", "--plan", str(tmp_path / "p.json")],
+        ["diff", "--select", "x"],
+        ["diff", "-o", "markdown"],
+    ):
+        result = invoke(None, *extra, *base)
+        assert result.exit_code == 1, extra
+        assert "not available with environments yet" in result.stderr
+    assert not (tmp_path / "p.json").exists()
+
+
+def test_health_json_error_object_when_the_registry_is_down(team_dir: Path) -> None:
+    args = ["health", "--dir", str(team_dir), "-o", "json", "--timeout", "1"]
+    result = CliRunner().invoke(app, args, env=gone_env())
+    assert result.exit_code == 1
+    assert json.loads(result.stdout)["error"]

@@ -84,7 +84,10 @@ def health(
         )
         targets = [(e.name, e.target) for e in chosen]
     else:
-        targets = [(None, registry_target(err, config, registry_url, on_behalf_of))]
+        as_json = output is Output.JSON
+        targets = [
+            (None, registry_target(err, config, registry_url, on_behalf_of, as_json=as_json))
+        ]
     # Which ids each registry is asked about (None: all), and what must never print.
     ids: dict[str | None, set[str] | None] = {name: None for name, _ in targets}
     hidden: set[str] = set()
@@ -92,7 +95,8 @@ def health(
         policy = reconcile.load_policy(file_config)
         base = reconcile.load_desired(directory, policy=policy)
         if not directory.is_dir() or base.errors[:1] == (source.no_model_files(directory),):
-            fail(err, f"{directory}: {base.errors[0].message}; pass --dir or --all")
+            why = f"{directory}: {base.errors[0].message}; pass --dir or --all"
+            fail(err, why, as_json=output is Output.JSON)
         overlays = envs_mod.load_overlays(chosen, policy)
         for name, _ in targets:
             state = envs_mod.desired_for(base, overlays.get(name or ""))[0] if name else base
@@ -135,7 +139,7 @@ def health(
     if not chosen:  # one registry, as without environments
         answer = answers[0]
         if isinstance(answer, RegistryError):
-            fail(err, answer.message)
+            fail(err, answer.message, as_json=output is Output.JSON)
         rows = report.health_rows(answer[0], ids[None], answer[1], hidden)
         if output is Output.JSON:
             print(json_text(json.dumps(report.health_json(rows), ensure_ascii=False)))

@@ -112,6 +112,19 @@ def _run(run: Run, interrupt: Interrupt, out: Console, err: Console) -> int:
     config = load_file_config(err, run.config_path, as_json=as_json)
     settings = load_settings(err, as_json=as_json)
     if environments.wanted(config, run.env, run.all_envs):
+        alone = [o for o, v in (("--out", run.out_path), ("--plan", run.plan_path)) if v]
+        alone += ["--select"] if run.select else []
+        alone += (
+            [f"--output {run.output.value}"]
+            if run.output not in (PlanOutput.TEXT, PlanOutput.JSON)
+            else []
+        )
+        if alone:
+            fail(
+                err,
+                f"{', '.join(alone)}: not available with environments yet (one registry only)",
+                as_json=as_json,
+            )
         chosen = environments.resolve(
             err,
             config,
