@@ -21,7 +21,6 @@ import tomllib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
 from pydantic import ValidationError
@@ -30,7 +29,7 @@ from ..positions import locate
 from ..secrets import FieldPath, scrub
 from ..spec import Definition, describe_loc, error_hint, format_path, safe_file_stem, suggest
 from ..text import printable
-from .files import SUFFIXES, ModelFileFilter, Unreadable, discover, read_capped
+from .files import SUFFIXES, ModelFileFilter, Unreadable, discover, read_capped, yaml_files
 from .placeholders import DEFAULT_POLICY, VARIABLE, LoadPolicy, substitute
 
 __all__ = [
@@ -143,12 +142,7 @@ NO_MODEL_FILES = "no-model-files"
 
 def no_model_files(root: str | os.PathLike[str]) -> Problem:
     """The error for a directory that holds no model file, naming what it holds instead."""
-    base = Path(root)
-    others = sorted(
-        str(p.relative_to(base))
-        for p in base.rglob("*.y*ml")
-        if p.suffix in (".yaml", ".yml") and not any(x.startswith(".") for x in p.parts)
-    )[:3]
+    others = yaml_files(root)
     hint = f"; {', '.join(others)} not read: model files end in .toml or .json" if others else ""
     return Problem(os.fspath(root), f"no model files (*.toml, *.json){hint}", code=NO_MODEL_FILES)
 

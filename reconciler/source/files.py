@@ -171,3 +171,12 @@ def _kind(mode: int) -> str:
 def _too_big(size: int, limit: int, at_least: bool = False) -> str:
     more = "more than " if at_least else ""
     return f"{more}{size} bytes, over the {limit}-byte limit (max_file_bytes in reconciler.toml)"
+
+
+def yaml_files(root: str | os.PathLike[str], limit: int = 3) -> list[str]:
+    """A few ``*.yaml``/``*.yml`` files under ``root`` (relative, sorted): what a user may have
+    meant as model files when there are none."""
+    base = Path(root)
+    found = (p for p in base.rglob("*.y*ml") if p.suffix in (".yaml", ".yml"))
+    shown = (str(p.relative_to(base)) for p in found)
+    return sorted(s for s in shown if not any(x.startswith(".") for x in Path(s).parts))[:limit]
