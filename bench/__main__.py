@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench.environments import run as run_environments
 from bench.reconcile import LATENCY_MS, Row, print_table, run
 
 
@@ -48,7 +49,7 @@ def daemon_latency_rows() -> list[Row]:
 
 
 def main() -> None:
-    rows = run() + registry_list_rows() + daemon_latency_rows()
+    rows = run() + run_environments() + registry_list_rows() + daemon_latency_rows()
     print_table(rows, f"benchmarks ({LATENCY_MS} ms added per call, {os.cpu_count()} CPUs)")
     if any(row.ok is False for row in rows):
         sys.exit(1)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import anyio
+import httpx
 
 from . import apply as apply_mod
 from . import overlay as overlay_mod
@@ -31,6 +32,16 @@ class Environment:
     prune: PruneOptions | None = None
     ignore: tuple[IgnoreRule, ...] = ()
     overlay: Path | None = None
+
+    @property
+    def origin(self) -> str:
+        """The registry as shown: scheme, host and port, never user-info, path or query."""
+        try:
+            url = httpx.URL(self.target.url.strip())
+        except (httpx.InvalidURL, TypeError):
+            return "(not a URL)"
+        port = f":{url.port}" if url.port else ""
+        return f"{url.scheme}://{url.host}{port}" if url.host else "(not a URL)"
 
 
 def selected(config: FileConfig, names: Sequence[str], all_envs: bool) -> list[str]:

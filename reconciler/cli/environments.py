@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
+from ..text import json_text
 from .common import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, fail
 from .interrupt import Interrupt, Interrupted, registry_gone
 
@@ -165,7 +166,7 @@ def reconcile(
 
     runs = anyio.run(interrupt.run, go)
     if how.as_json:
-        print(json.dumps(plans_json(runs), ensure_ascii=False))
+        print(json_text(json.dumps(plans_json(runs), ensure_ascii=False)))
     else:
         render(out, err, runs, write=how.write)
     outcomes = [o for r in runs for o in r.outcomes]
@@ -224,7 +225,7 @@ def render(out: Console, err: Console, runs: Sequence[EnvRun], *, write: bool) -
     )
     for run in runs:
         env = run.env
-        out.print(f"\n== {env.name} ({env.target.url}) ==", markup=False, style="bold")
+        out.print(f"\n== {env.name} ({env.origin}) ==", markup=False, style="bold")
         if run.state is not None:
             own = _Only(
                 tuple(p for p in run.state.errors if p not in shared),
@@ -275,7 +276,7 @@ def plans_json(runs: Sequence[EnvRun]) -> dict[str, Any]:
     per_env: list[dict[str, Any]] = []
     for run in runs:
         name = run.env.name
-        entry: dict[str, Any] = {"environment": name, "registry": run.env.target.url}
+        entry: dict[str, Any] = {"environment": name, "registry": run.env.origin}
         if run.plan is not None:
             doc = report.plan_json(run.plan, load=run.state, outcomes=run.outcomes)
             changes.extend({"environment": name, **c} for c in doc.pop("changes"))

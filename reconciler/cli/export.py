@@ -109,7 +109,7 @@ def export(
     for e in chosen:
         # One environment: into --dir. Several: each into its own folder under --dir.
         where = directory if len(chosen) == 1 else directory / e.name
-        out.print(f"== {e.name} ({e.target.url}) -> {where} ==", markup=False, style="bold")
+        out.print(f"== {e.name} ({e.origin}) -> {where} ==", markup=False, style="bold")
         answer = answers[e.name]
         if isinstance(answer, RegistryError):
             err.print(f"error: {e.name}: {answer.message}", markup=False)

@@ -147,11 +147,12 @@ def health(
             report.render_health(out, rows)
         raise typer.Exit(EXIT_ERROR if report.health_failed(rows, checked=check) else EXIT_OK)
 
+    origins = {e.name: e.origin for e in chosen}
     failed, docs = False, []
-    for (name, target), answer in zip(targets, answers, strict=True):
-        doc: dict[str, object] = {"environment": name, "registry": target.url, "error": None}
+    for (name, _), answer in zip(targets, answers, strict=True):
+        doc: dict[str, object] = {"environment": name, "registry": origins[name], "error": None}
         if output is not Output.JSON:
-            out.print(f"\n== {name} ({target.url}) ==", markup=False, style="bold")
+            out.print(f"\n== {name} ({origins[name]}) ==", markup=False, style="bold")
         if isinstance(answer, RegistryError):
             failed = True
             doc["error"] = answer.message
