@@ -16,10 +16,10 @@ import httpx
 from . import apply as apply_mod
 from . import overlay as overlay_mod
 from .config import EnvironmentConfig, FileConfig
-from .plan import IgnoreRule, Plan, PruneOptions, writes
+from .plan import Desired, IgnoreRule, Plan, PruneOptions, writes
 from .reconcile import DesiredState, Loading, SetupError, Target, make_client, plan_for
 from .registry import Listing, RegistryError
-from .source import DEFAULT_POLICY, LoadPolicy
+from .source import DEFAULT_POLICY, LoadPolicy, Problem
 
 
 @dataclass(frozen=True)
@@ -107,10 +107,34 @@ def resolve(
             raise SetupError("--max-deletes must be 0 or more")
         prune_opts = PruneOptions(patterns, limit, force)
     extra = tuple(IgnoreRule(tuple(i.paths), tuple(i.ids)) for i in env.ignore)
-    where = _shown(config.directory / env.overlay) if env.overlay else None
+    where = overlay_dir(config, name)
     return Environment(
         name, target, env.api_key_env, prune_opts, config.ignore_rules() + extra, where
     )
+
+
+def overlay_dir(config: FileConfig, name: str) -> Path | None:
+    """Environment ``name``'s overlay directory (relative to the config file), if it has one."""
+    env = config.environments[name]
+    return _shown(config.directory / env.overlay) if env.overlay else None
+
+
+def check_overlays(
+    config: FileConfig,
+    models: Mapping[str, Desired],
+    invalid_ids: Mapping[str, str],
+    policy: LoadPolicy = DEFAULT_POLICY,
+) -> tuple[Problem, ...]:
+    """Every environment's overlay problems against the model files, each once: what
+    ``validate`` adds, offline (no key, no registry)."""
+    found: dict[Problem, None] = {}
+    for name in config.environments:
+        where = overlay_dir(config, name)
+        if where is not None:
+            overlays = overlay_mod.load_overlays(where, policy=policy)
+            done = overlay_mod.apply_overlays(models, invalid_ids, overlays)
+            found.update(dict.fromkeys((*done.errors, *overlays.warnings)))
+    return tuple(found)
 
 
 def _shown(path: Path) -> Path:

@@ -297,3 +297,26 @@ def test_a_signal_while_listing_the_environments_ends_the_command(
         proc.kill()
     assert proc.returncode == code, err
     assert "interrupted" in err and "Traceback" not in err
+
+
+def test_validate_checks_every_environments_overlays_offline(run_cli: Run, tmp_path: Path):
+    models = tmp_path / "models.d"
+    models.mkdir()
+    (models / "meetkai_env-a.toml").write_text(model_toml("meetkai:env-a"))
+    (tmp_path / "reconciler.toml").write_text(
+        '[environments.dev]\nregistry_url = "http://127.0.0.1:9"\napi_key_env = "DEV_KEY"\n'
+        '[environments.prod]\nregistry_url = "http://127.0.0.1:9"\napi_key_env = "PROD_KEY"\n'
+        'overlay = "overlays/prod"\n'
+    )
+    prod = tmp_path / "overlays" / "prod"
+    prod.mkdir(parents=True)
+    (prod / "a.toml").write_text('id = "meetkai:env-a"\ncontextWindow = 65536\n')
+    ok = run_cli("validate", "--dir", "models.d", cwd=tmp_path)  # no key needed
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    (prod / "ghost.toml").write_text('id = "meetkai:ghost"\nrpm = 1\n')
+    bad = run_cli("validate", "--dir", "models.d", "-o", "json", cwd=tmp_path)
+    assert bad.returncode == 1
+    errors = json.loads(bad.stdout)["errors"]
+    assert [(Path(e["file"]).name, e["message"]) for e in errors] == [
+        ("ghost.toml", "no model file declares id 'meetkai:ghost'")
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -48,11 +49,23 @@ def validate(
     verbose: VerboseOpt = False,
 ) -> None:
     """Check every model file; exit 0 when all are valid, 1 otherwise. Changes nothing."""
-    from .. import diagnostics, reconcile, report
+    from .. import diagnostics, environments, reconcile, report
 
     err = console(stderr=True)
     file_config = load_file_config(err, config, as_json=output is ValidateOutput.JSON)
-    result = load(paths or [directory], reconcile.load_policy(file_config))
+    policy = reconcile.load_policy(file_config)
+    result = load(paths or [directory], policy)
+    if file_config.environments and not paths:
+        # The overlays too, against the whole directory (a few files given would make every
+        # overlay of another model look like one for an undeclared id).
+        found = environments.check_overlays(
+            file_config, reconcile.desired_state(result), result.invalid_ids, policy
+        )
+        result = replace(
+            result,
+            errors=result.errors + tuple(p for p in found if p.severity == "error"),
+            warnings=result.warnings + tuple(p for p in found if p.severity != "error"),
+        )
     if output is ValidateOutput.JSON:
         print(json.dumps(report.validation_json(result), indent=2))
     elif output is ValidateOutput.GITHUB:
