@@ -43,10 +43,11 @@ AllEnvsOpt = Annotated[
 T = TypeVar("T")
 
 
-def concurrently(calls: Sequence[Callable[[], Awaitable[T]]]) -> list[T]:
-    """Run ``calls`` concurrently in one event loop; their results in order. Each handles its
-    own registry's errors; a signal (:class:`Interrupted`) comes out as itself, not inside an
-    exception group, so the command still exits 130/143."""
+def concurrently(err: Console, calls: Sequence[Callable[[], Awaitable[T]]]) -> list[T]:
+    """Run ``calls`` concurrently in one event loop; their results in order (each handles its
+    own registry's errors). SIGINT/SIGTERM are handled in the loop, where they cancel the run
+    cleanly (a signal raised from inside an asyncio callback would be logged and lost): the
+    command then exits 130/143."""
     import anyio
 
     async def main() -> list[T]:
@@ -60,12 +61,13 @@ def concurrently(calls: Sequence[Callable[[], Awaitable[T]]]) -> list[T]:
                 tg.start_soon(slot, i, call)
         return [results[i] for i in range(len(calls))]
 
-    try:
-        return anyio.run(main)
-    except BaseExceptionGroup as group:
-        if group.subgroup(Interrupted) is not None:
-            raise Interrupted from None
-        raise
+    interrupt = Interrupt(err)
+    with interrupt.guard():
+        try:
+            return anyio.run(interrupt.run, main)
+        except Interrupted:
+            err.print(f"interrupted ({interrupt.signal_name})", markup=False)
+            raise typer.Exit(interrupt.exit_code) from None
 
 
 def wanted(config: FileConfig, names: Sequence[str] | None, all_envs: bool) -> bool:

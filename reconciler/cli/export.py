@@ -103,7 +103,9 @@ def export(
         except RegistryError as exc:
             return exc
 
-    listed = environments.concurrently([functools.partial(one, e.name, e.target) for e in chosen])
+    listed = environments.concurrently(
+        err, [functools.partial(one, e.name, e.target) for e in chosen]
+    )
     answers = {e.name: answer for e, answer in zip(chosen, listed, strict=True)}
     code = EXIT_OK
     for e in chosen:

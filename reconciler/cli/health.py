@@ -129,12 +129,12 @@ def health(
         except RegistryError as exc:
             return exc
 
-    if len(targets) == 1:  # one registry: no task group for a signal to get wrapped in
+    if not chosen:  # one registry, without environments: as before
         name, target = targets[0]
         answers = [anyio.run(one, target, ids[name], name)]
     else:
         answers = environments.concurrently(
-            [functools.partial(one, target, ids[name], name) for name, target in targets]
+            err, [functools.partial(one, target, ids[name], name) for name, target in targets]
         )
     if not chosen:  # one registry, as without environments
         answer = answers[0]
