@@ -17,7 +17,15 @@ from . import apply as apply_mod
 from . import overlay as overlay_mod
 from .config import EnvironmentConfig, FileConfig
 from .plan import Desired, IgnoreRule, Plan, PruneOptions, writes
-from .reconcile import DesiredState, Loading, SetupError, Target, make_client, plan_for
+from .reconcile import (
+    DesiredState,
+    Loading,
+    Selector,
+    SetupError,
+    Target,
+    make_client,
+    plan_for,
+)
 from .registry import Listing, RegistryError
 from .source import DEFAULT_POLICY, LoadPolicy, Problem
 
@@ -196,6 +204,7 @@ class Options:
     on_retry: Callable[[str], None] | None = None
     on_writing: Callable[[], None] | None = None  # before the first write of any environment
     on_result: Callable[[str, apply_mod.Outcome], None] | None = None
+    select: Selector | None = None  # --select: only these ids are planned (and pruned)
 
 
 async def run_all(
@@ -242,7 +251,9 @@ async def run_all(
                 run.error = exc.message
                 return
             run.state, run.excluded = desired_for(await desired(), overlays.get(env.name))
-            run.plan = plan_for(run.state, run.live, prune=env.prune, ignore=env.ignore)
+            run.plan = plan_for(
+                run.state, run.live, prune=env.prune, ignore=env.ignore, select=options.select
+            )
             if not options.write or not writes(run.plan):
                 return
             if options.on_writing is not None:

@@ -320,3 +320,19 @@ def test_validate_checks_every_environments_overlays_offline(run_cli: Run, tmp_p
     assert [(Path(e["file"]).name, e["message"]) for e in errors] == [
         ("ghost.toml", "no model file declares id 'meetkai:ghost'")
     ]
+
+
+def test_select_markdown_and_saved_plans_with_environments(run_cli: Run, setup: Setup):
+    setup.config()
+    selected = cli(run_cli, setup, "sync", "--all-envs", "--select", "meetkai:env-a")
+    assert selected.returncode == 0, selected.stdout + selected.stderr
+    for registry in setup.registries.values():
+        assert set(live(registry)) == {"meetkai:env-a"}
+    md = cli(run_cli, setup, "diff", "--all-envs", "-o", "markdown")
+    assert md.returncode == 2, md.stderr
+    assert "reconciler diff: dev" in md.stdout and "reconciler diff: prod" in md.stdout
+    assert "meetkai:env-b" in md.stdout
+    for args in (("diff", "--out", "plan.json"), ("sync", "--plan", "plan.json")):
+        refused = cli(run_cli, setup, *args, "--all-envs")
+        assert refused.returncode == 1
+        assert "not available with environments yet" in refused.stderr

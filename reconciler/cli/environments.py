@@ -133,6 +133,8 @@ class EnvReconcile:
     timeout: float = 10.0
     update_method: str = "add"
     policy: LoadPolicy | None = None  # what model files may do (reconciler.toml)
+    select: tuple[str, ...] = ()  # --select: fnmatch patterns of ids
+    output: str = "text"  # text, json, markdown or github
 
 
 def reconcile(
@@ -161,6 +163,7 @@ def reconcile(
         stop=interrupt.stop,
         on_retry=lambda notice: err.print(notice, markup=False),
         on_writing=writing,
+        select=reconcile.Selector(how.select) if how.select else None,
     )
 
     async def go() -> list[EnvRun]:
@@ -169,6 +172,8 @@ def reconcile(
     runs = anyio.run(interrupt.run, go)
     if how.as_json:
         print(json_text(json.dumps(plans_json(runs), ensure_ascii=False)))
+    elif how.output in ("markdown", "github"):
+        review_output(runs, how.output, err, write=how.write)
     else:
         render(out, err, runs, write=how.write)
     outcomes = [o for r in runs for o in r.outcomes]
@@ -267,6 +272,29 @@ def render(out: Console, err: Console, runs: Sequence[EnvRun], *, write: bool) -
         else:
             verdict = "in sync" if not run.outcomes else "applied"
         out.print(f"{run.env.name}: {verdict}", markup=False)
+
+
+def review_output(runs: Sequence[EnvRun], output: str, err: Console, *, write: bool) -> None:
+    """markdown: a section per environment (a PR comment); github: every environment's
+    annotations, each line once. A registry that failed is an error line on stderr too."""
+    from .. import review
+
+    command = "sync" if write else "diff"
+    seen: dict[str, None] = {}
+    for run in runs:
+        name = run.env.name
+        if output == "markdown":
+            if run.plan is None:
+                print(f"## reconciler {command}: {name}\n\nfailed: {run.error}\n")
+            else:
+                print(review.markdown(run.plan, run.state, title=f"reconciler {command}: {name}"))
+        elif run.plan is not None:
+            seen.update(dict.fromkeys(review.annotations(run.plan, run.state)))
+    if seen:
+        print("\n".join(seen))
+    for run in runs:
+        if run.error is not None:
+            err.print(f"error: {run.env.name}: {run.error}", markup=False)
 
 
 def plans_json(runs: Sequence[EnvRun]) -> dict[str, Any]:

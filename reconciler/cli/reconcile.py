@@ -113,16 +113,12 @@ def _run(run: Run, interrupt: Interrupt, out: Console, err: Console) -> int:
     settings = load_settings(err, as_json=as_json)
     if environments.wanted(config, run.env, run.all_envs):
         alone = [o for o, v in (("--out", run.out_path), ("--plan", run.plan_path)) if v]
-        alone += ["--select"] if run.select else []
-        alone += (
-            [f"--output {run.output.value}"]
-            if run.output not in (PlanOutput.TEXT, PlanOutput.JSON)
-            else []
-        )
         if alone:
+            # A saved plan names one registry; with environments there are several.
             fail(
                 err,
-                f"{', '.join(alone)}: not available with environments yet (one registry only)",
+                f"{', '.join(alone)}: not available with environments yet (a saved plan names "
+                "one registry); diff and sync the environments directly",
                 as_json=as_json,
             )
         chosen = environments.resolve(
@@ -149,6 +145,8 @@ def _run(run: Run, interrupt: Interrupt, out: Console, err: Console) -> int:
             timeout=run.timeout,
             update_method=run.update_method.value,
             policy=reconcile.load_policy(config),
+            select=tuple(run.select or ()),
+            output=run.output.value,
         )
         return environments.reconcile(chosen, how, interrupt, out, err)
     try:
