@@ -187,6 +187,7 @@ def test_json_groups_changes_by_environment(run_cli: Run, setup: Setup):
     result = cli(run_cli, setup, "diff", "--all-envs", "-o", "json")
     assert result.returncode == 2, result.stderr
     doc = json.loads(result.stdout)
+    assert doc["formatVersion"] == 1
     assert [e["environment"] for e in doc["environments"]] == ["dev", "prod"]
     assert all(e["error"] is None and not e["failed"] for e in doc["environments"])
     by_env: dict[str, dict[str, Any]] = {}

@@ -319,4 +319,4 @@ def plans_json(runs: Sequence[EnvRun]) -> dict[str, Any]:
         entry["error"] = run.error
         entry["failed"] = run.failed
         per_env.append(entry)
-    return {"environments": per_env, "changes": changes}
+    return {"formatVersion": report.FORMAT_VERSION, "environments": per_env, "changes": changes}
