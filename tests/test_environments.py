@@ -154,6 +154,8 @@ def test_environments_configured_but_none_chosen_or_unknown(run_cli: Run, setup:
         result = cli(run_cli, setup, command)
         assert result.returncode == 1
         assert "dev, prod" in result.stderr and "--all-envs" in result.stderr
+    as_json = cli(run_cli, setup, "diff", "-o", "json")
+    assert as_json.returncode == 1 and "dev, prod" in json.loads(as_json.stdout)["error"]
     unknown = cli(run_cli, setup, "diff", "--env", "qa")
     assert unknown.returncode == 1
     assert "unknown environment 'qa'" in unknown.stderr and "dev, prod" in unknown.stderr

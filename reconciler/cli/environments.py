@@ -114,9 +114,7 @@ def resolve(
             for name in chosen
         ]
     except SetupError as exc:
-        if as_json:
-            print(json.dumps({"error": str(exc)}))
-        fail(err, str(exc))
+        fail(err, str(exc), as_json=as_json)  # with JSON, also {"formatVersion", "error"}
 
 
 @dataclass(frozen=True)
