@@ -58,7 +58,6 @@ def export(
 ) -> None:
     """Write each registry entry as a model file. Exit 1 when an entry could not be exported.
     With several environments, each is exported to its own folder under --dir."""
-    import anyio
 
     from .. import reconcile
     from ..registry import RegistryError
@@ -68,17 +67,21 @@ def export(
     if not environments.wanted(file_config, env, all_envs):
         target = registry_target(err, config, registry_url, on_behalf_of)
 
-        async def run() -> list[Entry]:
+        async def run() -> list[Entry] | RegistryError:
             client = reconcile.make_client(
                 target, timeout=timeout, on_retry=lambda notice: err.print(notice, markup=False)
             )
-            async with client:
-                return await client.list()
+            try:
+                async with client:
+                    return await client.list()
+            except RegistryError as exc:
+                return exc
 
-        try:
-            entries = anyio.run(run)
-        except RegistryError as exc:
-            fail(err, exc.message)
+        # Through ``concurrently`` so that SIGINT/SIGTERM are handled in the loop: a signal
+        # raised inside an asyncio callback would be logged there and lost (exit 0).
+        [entries] = environments.concurrently(err, [run])
+        if isinstance(entries, RegistryError):
+            fail(err, entries.message)
         raise typer.Exit(
             _write(out, err, entries, directory, include_immutable, with_secrets, overwrite)
         )

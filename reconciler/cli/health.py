@@ -62,7 +62,6 @@ def health(
     all_envs: AllEnvsOpt = False,
 ) -> None:
     """Show each model's availability. Exit 1 when any is unavailable (or unknown after --check)."""
-    import anyio
 
     from .. import apply as apply_mod
     from .. import environments as envs_mod
@@ -129,13 +128,10 @@ def health(
         except RegistryError as exc:
             return exc
 
-    if not chosen:  # one registry, without environments: as before
-        name, target = targets[0]
-        answers = [anyio.run(one, target, ids[name], name)]
-    else:
-        answers = environments.concurrently(
-            err, [functools.partial(one, target, ids[name], name) for name, target in targets]
-        )
+    # One registry or several, the signals are handled in the loop (see ``concurrently``).
+    answers = environments.concurrently(
+        err, [functools.partial(one, target, ids[name], name) for name, target in targets]
+    )
     if not chosen:  # one registry, as without environments
         answer = answers[0]
         if isinstance(answer, RegistryError):
