@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 from bench.environments import run as run_environments
-from bench.reconcile import LATENCY_MS, Row, print_table, run
+from bench.reconcile import LATENCY_MS, Row, load_note, print_table, run
 
 
 def registry_list_rows() -> list[Row]:
@@ -50,7 +49,7 @@ def daemon_latency_rows() -> list[Row]:
 
 def main() -> None:
     rows = run() + run_environments() + registry_list_rows() + daemon_latency_rows()
-    print_table(rows, f"benchmarks ({LATENCY_MS} ms added per call, {os.cpu_count()} CPUs)")
+    print_table(rows, f"benchmarks ({LATENCY_MS} ms added per call, {load_note()})")
     if any(row.ok is False for row in rows):
         sys.exit(1)
 
