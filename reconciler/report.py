@@ -94,11 +94,12 @@ def counts(
     plan: Plan, outcomes: Sequence[Outcome] = (), load: Problems | None = None
 ) -> dict[str, int]:
     """The JSON summary: each action as often as ``changes`` holds it; ``applied`` and
-    ``failed`` writes; ``invalidFiles`` (files that did not load, with or without an id) and
-    ``warnings``."""
+    ``failed`` writes, and those ``notAttempted`` (interrupted, or the registry stopped
+    answering); ``invalidFiles`` (files that did not load, with or without an id); ``warnings``."""
     out: dict[str, Any] = dict(summary(plan))
     out["applied"] = sum(1 for o in outcomes if o.ok)
-    out["failed"] = sum(1 for o in outcomes if not o.ok)
+    out["failed"] = sum(1 for o in outcomes if o.attempted and not o.ok)
+    out["notAttempted"] = sum(1 for o in outcomes if not o.attempted)
     out["invalidFiles"] = invalid_files(load) if load is not None else out["invalid"]
     out["warnings"] = len(load.warnings) if load is not None else 0
     return out

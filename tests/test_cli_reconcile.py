@@ -136,6 +136,7 @@ def test_update_shows_old_and_new_and_is_applied(
         "invalid": 0,
         "applied": 0,
         "failed": 0,
+        "notAttempted": 0,
         "invalidFiles": 0,
         "warnings": 0,
     }

@@ -72,3 +72,18 @@ def test_json_and_table() -> None:
     text = console.export_text()
     assert "a[b]" in text and "never" in text and "down" in text
     assert "2 model(s): 1 available, 1 unavailable, 0 unknown." in text
+
+
+def test_the_json_summary_counts_failed_and_not_attempted_writes_apart() -> None:
+    from reconciler.apply import Outcome
+    from reconciler.plan import Action, Change, Plan
+
+    plan = Plan(tuple(Change(f"m{i}", Action.CREATE) for i in range(4)))
+    outcomes = [
+        Outcome("m0", Action.CREATE, True),
+        Outcome("m1", Action.CREATE, False, "HTTP 500", 500),
+        Outcome("m2", Action.CREATE, False, "not attempted: interrupted", attempted=False),
+        Outcome("m3", Action.CREATE, False, "not attempted: interrupted", attempted=False),
+    ]
+    counts = report.counts(plan, outcomes)
+    assert (counts["applied"], counts["failed"], counts["notAttempted"]) == (1, 1, 2)
