@@ -2,7 +2,8 @@
 
 :func:`run` wires the pieces: :class:`core.Daemon` (watcher, one reconcile at a time, health),
 :mod:`web` (the endpoints on ``--listen``), :mod:`metrics`, :mod:`logs`; the decisions live
-in :mod:`state` as pure functions.
+in :mod:`state` as pure functions. :func:`assemble` and :func:`serve` are the two halves of
+:func:`run`, so a test can run the daemon in-process on a :class:`~reconciler.clock.FakeClock`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Generator
 
 import uvicorn
 
+from ..clock import SYSTEM, Clock
 from ..events import Fanout
 from ..reconcile import Target, make_client
 from ..registry import RegistryError, RetryPolicy
@@ -26,7 +28,7 @@ from .metrics import Metrics
 from .notify import Notifier, Webhook
 from .web import create_app
 
-__all__ = ["Daemon", "Options", "Webhook", "run"]
+__all__ = ["Daemon", "Options", "Webhook", "assemble", "run", "serve"]
 
 # The daemon retries on its own schedule (the next resync), so one call gives up sooner than
 # the SDK's 15 s: readiness then follows a registry outage within seconds.
@@ -66,6 +68,20 @@ async def _main(
     timeout: float,
     rps: float | None,
 ) -> int:
+    daemon, notifier = assemble(options, target, log, timeout=timeout, rps=rps)
+    return await serve(daemon, notifier, listen)
+
+
+def assemble(
+    options: Options,
+    target: Target,
+    log: logging.Logger,
+    *,
+    timeout: float = 10.0,
+    rps: float | None = None,
+    clock: Clock = SYSTEM,
+) -> tuple[Daemon, Notifier]:
+    """The daemon and its notifier, wired to one registry and one clock (nothing started)."""
     metrics = Metrics(dry_run=options.dry_run)
     client = make_client(
         target,
@@ -75,8 +91,16 @@ async def _main(
         wrap=metrics.transport,
     )
     client.retry = DAEMON_RETRY
-    notifier = Notifier(options.notify, count=metrics.count_notification, log=log)
-    daemon = Daemon(options, client, log, metrics, Fanout([LogSink(log), metrics, notifier], log))
+    notifier = Notifier(options.notify, count=metrics.count_notification, log=log, clock=clock)
+    sinks = Fanout([LogSink(log), metrics, notifier], log)
+    return Daemon(options, client, log, metrics, sinks, clock), notifier
+
+
+async def serve(
+    daemon: Daemon, notifier: Notifier, listen: socket.socket | None, *, signals: bool = True
+) -> int:
+    """Run until :meth:`Daemon.stop` (SIGTERM/SIGINT with ``signals``); 0 after a clean stop."""
+    options, client, log = daemon.options, daemon.client, daemon.log
     loop = asyncio.get_running_loop()
 
     def stop(sig: signal.Signals) -> None:
@@ -84,9 +108,10 @@ async def _main(
         halt = daemon.halt  # writes since start: landed, and in flight (finishing, none new)
         event(log, "stopping", signal=sig.name, writes_landed=halt.landed, in_flight=halt.in_flight)
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop, sig)
-    loop.add_signal_handler(signal.SIGHUP, daemon.request_full, "SIGHUP")
+    if signals:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop, sig)
+        loop.add_signal_handler(signal.SIGHUP, daemon.request_full, "SIGHUP")
 
     server: _Server | None = None
     tasks: list[asyncio.Task[None]] = []

@@ -11,19 +11,18 @@ is over; it is what undoes edits made behind our back, and reports them as drift
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import os
 import random
 import re
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import apply as apply_mod
 from .. import reconcile
+from ..clock import SYSTEM, Clock, wait_event
 from ..events import Event, Kind, Sink
 from ..plan import Action, IgnoreRule, Plan, PruneOptions, is_immutable, make_plan
 from ..registry import AuthError, RegistryClient, RegistryError
@@ -93,14 +92,16 @@ class Daemon:
         log: logging.Logger,
         metrics: Metrics,
         events: Sink | None = None,
+        clock: Clock = SYSTEM,
     ) -> None:
         self.options = options
+        self.clock = clock
         self.root = Path(os.path.abspath(options.directory))
         self.client = client
         self.log = log
         self.metrics = metrics
         self.events: Sink = events if events is not None else metrics
-        self.model_files = ModelFiles(self.root, lambda: self.events, options.load_policy)
+        self.model_files = ModelFiles(self.root, lambda: self.events, options.load_policy, clock)
         self.live: dict[str, Entry] | None = None
         self.models: dict[str, ModelStatus] = {}
         self.orphans: dict[str, float] = {}
@@ -110,7 +111,7 @@ class Daemon:
         self.health_paused = False
         self.last_sync: float | None = None
         self.last_run = LastRun()
-        self.started = time.time()
+        self.started = self.clock.time()
         self.synced = asyncio.Event()
         self.stop_requested = asyncio.Event()
         self._pending: set[str] = set()
@@ -171,8 +172,7 @@ class Daemon:
         while not self.stopping:
             delay = self._next_wake()
             if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay)
+                await wait_event(self.clock, self._wake, delay)
             self._wake.clear()
             if self.stopping:
                 return
@@ -181,9 +181,9 @@ class Daemon:
     def _next_wake(self) -> float:
         if self._pending or self._full_reason:
             return 0.0
-        now = time.monotonic()
+        now = self.clock.monotonic()
         delays = [self._resync_at - now]
-        due = next_due(self.orphans, time.time(), self.options.prune_grace)
+        due = next_due(self.orphans, self.clock.time(), self.options.prune_grace)
         if due is not None:
             delays.append(due)
         return max(0.0, min(delays))
@@ -191,15 +191,17 @@ class Daemon:
     async def run_once(self) -> None:
         """One reconcile: full when asked for or due, else only the files that changed."""
         reason = self._full_reason
-        if reason is None and time.monotonic() >= self._resync_at:
+        if reason is None and self.clock.monotonic() >= self._resync_at:
             reason = "retry" if self._failures else "resync"
-        if reason is None and due_orphans(self.orphans, time.time(), self.options.prune_grace):
+        if reason is None and due_orphans(
+            self.orphans, self.clock.time(), self.options.prune_grace
+        ):
             reason = "prune grace over"
         paths, self._pending = self._pending, set()
         self._full_reason = None
         kind = "full" if reason or self.live is None else "incremental"
         self.client.reset()  # a registry that stopped answering last run is tried afresh
-        started = time.perf_counter()
+        started = self.clock.monotonic()
         ok = False
         try:
             if kind == "full":
@@ -212,8 +214,12 @@ class Daemon:
             self.log.exception("reconcile crashed", extra={"fields": {"kind": kind}})
             self.last_run.error = f"{type(exc).__name__}: {exc}"
             self._failed(auth=False)
-        seconds = time.perf_counter() - started
-        self.last_run.kind, self.last_run.at, self.last_run.seconds = kind, time.time(), seconds
+        seconds = self.clock.monotonic() - started
+        self.last_run.kind, self.last_run.at, self.last_run.seconds = (
+            kind,
+            self.clock.time(),
+            seconds,
+        )
         self.last_run.ok = ok
         m = self.metrics
         m.of(m.runs, kind=kind, result="ok" if ok else "error").inc()
@@ -270,7 +276,7 @@ class Daemon:
         )
         if ok:
             self._failures = 0
-            self.last_sync = time.time()
+            self.last_sync = self.clock.time()
             self.last_run.error = None
             self.readiness.synced_once = True
             # Thousands of long-lived file results and entries would otherwise be walked by every
@@ -280,7 +286,7 @@ class Daemon:
             gc.collect()
             gc.freeze()
             self.synced.set()
-            self._resync_at = time.monotonic() + jittered(
+            self._resync_at = self.clock.monotonic() + jittered(
                 self.options.resync_interval, random.random()
             )
         else:
@@ -291,7 +297,7 @@ class Daemon:
         """Keep only the deletes whose grace is over, and only as many as ``--max-deletes``
         allows over the sliding window (files deleted one by one add up)."""
         prune = self.options.prune
-        now = time.time()
+        now = self.clock.time()
         deletes = [c.id for c in plan.changes if c.action is Action.DELETE]
         self.orphans = track_orphans(self.orphans, deletes, now)
         due = due_orphans(self.orphans, now, self.options.prune_grace)
@@ -331,7 +337,7 @@ class Daemon:
         live = [self.live[i] for i in ids if i in self.live]
         plan = make_plan(desired, live, invalid=invalid, ignore=self.options.ignore)
         outcomes = await writes.apply(self, plan, paths)
-        now = time.time()
+        now = self.clock.time()
         for model_id in (*desired, *invalid):
             self.orphans.pop(model_id, None)  # its file is back (an editor's delete-and-rename)
         for model_id in sorted(ids - desired.keys() - invalid.keys()):
@@ -402,7 +408,7 @@ class Daemon:
         """A health round found the registry in trouble: not ready, and resync now."""
         self.readiness.registry_up = False
         self.readiness.reason = message
-        self._resync_at = min(self._resync_at, time.monotonic())
+        self._resync_at = min(self._resync_at, self.clock.monotonic())
         self._wake.set()
         self._publish()
 
@@ -419,16 +425,18 @@ class Daemon:
             call=what,
             status=exc.status,
             error=exc.message,
-            retry_in=round(self._resync_at - time.monotonic(), 2),
+            retry_in=round(self._resync_at - self.clock.monotonic(), 2),
         )
         # Without the attempt count, the same outage retried every few seconds is one event.
         cause = re.sub(r" \(after \d+ attempts\)", "", exc.message)
-        self.events.emit(Event(Kind.SYNC_FAILED, time.time(), f"sync failed: {cause}", error=cause))
+        self.events.emit(
+            Event(Kind.SYNC_FAILED, self.clock.time(), f"sync failed: {cause}", error=cause)
+        )
 
     def _failed(self, *, auth: bool) -> None:
         self._failures += 1
         delay = retry_delay(self._failures, auth=auth, interval=self.options.resync_interval)
-        self._resync_at = time.monotonic() + delay
+        self._resync_at = self.clock.monotonic() + delay
 
     def _publish(self) -> None:
         m = self.metrics

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from ..clock import SYSTEM, Clock
 from ..events import Event, Kind, Sink
 from ..source import (
     DEFAULT_POLICY,
@@ -31,9 +31,14 @@ class ModelFiles:
     event."""
 
     def __init__(
-        self, root: Path, events: Callable[[], Sink], policy: LoadPolicy = DEFAULT_POLICY
+        self,
+        root: Path,
+        events: Callable[[], Sink],
+        policy: LoadPolicy = DEFAULT_POLICY,
+        clock: Clock = SYSTEM,
     ) -> None:
         self.root = root
+        self.clock = clock
         self.policy = policy
         self._events = events
         self.filter = ModelFileFilter()
@@ -102,7 +107,7 @@ class ModelFiles:
             self._events().emit(
                 Event(
                     Kind.INVALID_FILE,
-                    time.time(),
+                    self.clock.time(),
                     f"{rel} is invalid: {first}{more}",
                     id=new.declared_id,
                     file=rel,

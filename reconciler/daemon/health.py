@@ -7,14 +7,12 @@ leaves each model's last known health as it was: ``unknown`` until a real answer
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import random
-import time
 from typing import TYPE_CHECKING
 
 from .. import apply as apply_mod
+from ..clock import wait_event
 from ..events import Event, Kind
 from ..registry import AuthError, RegistryError
 from .logs import event
@@ -37,10 +35,7 @@ async def loop(daemon: Daemon) -> None:
     await daemon.synced.wait()
     while not daemon.stopping:
         await check_once(daemon)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(
-                daemon.stop_requested.wait(), jittered(interval, random.random())
-            )
+        await wait_event(daemon.clock, daemon.stop_requested, jittered(interval, random.random()))
 
 
 async def check_once(daemon: Daemon) -> None:
@@ -64,7 +59,7 @@ async def check_once(daemon: Daemon) -> None:
     results = await apply_mod.check_health(
         daemon.client, ids, concurrency=daemon.options.health_concurrency
     )
-    now = time.time()
+    now = daemon.clock.time()
     down = 0
     trouble: RegistryError | None = None
     for model_id, result in results.items():

@@ -3,7 +3,8 @@
 :class:`Notifier` is an event sink. ``emit`` never waits: it filters, deduplicates and appends
 to a bounded queue per webhook (the oldest dropped, and counted, when full); one task per
 webhook drains it, paced by a token bucket and retried with backoff. The decisions
-(:class:`Dedup`, :class:`TokenBucket`, :func:`backoff`) take the time as an argument.
+(:class:`Dedup`, :class:`TokenBucket`, :func:`backoff`) take the time as an argument; the
+notifier reads it, and sleeps, through the injected :class:`~reconciler.clock.Clock`.
 """
 
 from __future__ import annotations
@@ -11,20 +12,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import httpx
 
+from ..clock import SYSTEM, Clock
 from ..events import Event, Kind
 from ..registry import USER_AGENT
 from .logs import event as log_event
-
-Clock = Callable[[], float]
-Sleep = Callable[[float], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -113,14 +111,12 @@ class Notifier:
         policy: Policy | None = None,
         environment: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
-        clock: Clock | None = None,
-        sleep: Sleep | None = None,
+        clock: Clock = SYSTEM,
     ) -> None:
         self.webhooks = list(webhooks)
         self.policy = policy or Policy()
         self.count, self.log, self.environment = count, log, environment
-        self.clock: Clock = clock or time.monotonic
-        self.sleep: Sleep = sleep or asyncio.sleep
+        self.clock = clock
         self._queues = [deque[Event]() for _ in self.webhooks]
         self._wake = [asyncio.Event() for _ in self.webhooks]
         self._dedup = [Dedup(self.policy.dedup_window) for _ in self.webhooks]
@@ -132,7 +128,7 @@ class Notifier:
         )
 
     def emit(self, event: Event) -> None:
-        now = self.clock()
+        now = self.clock.monotonic()
         for i, hook in enumerate(self.webhooks):
             if not hook.wants(event):
                 continue
@@ -168,15 +164,15 @@ class Notifier:
 
     async def _drain(self, i: int) -> None:
         hook, queue, wake = self.webhooks[i], self._queues[i], self._wake[i]
-        bucket = TokenBucket(self.policy.burst, self.policy.per_minute / 60, self.clock())
+        bucket = TokenBucket(self.policy.burst, self.policy.per_minute / 60, self.clock.monotonic())
         while True:
             if not queue:
                 wake.clear()
                 await wake.wait()
                 continue
-            wait = bucket.wait(self.clock())
+            wait = bucket.wait(self.clock.monotonic())
             if wait > 0:
-                await self.sleep(wait)
+                await self.clock.sleep(wait)
                 continue
             event = queue[0]
             ok = await self._deliver(hook, event)
@@ -199,7 +195,7 @@ class Notifier:
                 if response.status_code < 500 and response.status_code not in (408, 429):
                     break  # the webhook refuses this message: retrying will not change that
             if attempt + 1 < self.policy.attempts:
-                await self.sleep(backoff(attempt, self.policy))
+                await self.clock.sleep(backoff(attempt, self.policy))
         log_event(
             self.log,
             "notification failed",

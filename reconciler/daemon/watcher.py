@@ -3,14 +3,13 @@ recreated or swapped under a symlink (git-sync) and ConfigMap ``..data`` swaps."
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
 from typing import TYPE_CHECKING
 
 from watchfiles import awatch
 
+from ..clock import wait_event
 from .logs import event
 
 if TYPE_CHECKING:
@@ -34,7 +33,7 @@ async def watch(daemon: Daemon) -> None:
             if not was_missing:
                 daemon.directory_missing()
                 was_missing = True
-            await _wait(daemon.stop_requested, 0.25)
+            await wait_event(daemon.clock, daemon.stop_requested, 0.25)
             continue
         if was_missing:
             event(daemon.log, "directory back", dir=str(root))
@@ -69,7 +68,7 @@ async def watch(daemon: Daemon) -> None:
                     break
         except (OSError, RuntimeError) as exc:
             event(daemon.log, "watch error", logging.WARNING, error=str(exc))
-            await _wait(daemon.stop_requested, 0.5)
+            await wait_event(daemon.clock, daemon.stop_requested, 0.5)
 
 
 def key(root: str, path: str, real: str) -> str:
@@ -77,8 +76,3 @@ def key(root: str, path: str, real: str) -> str:
     if real != root and (path == real or path.startswith(real + os.sep)):
         return root + path[len(real) :]
     return path
-
-
-async def _wait(event_: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(event_.wait(), seconds)

@@ -10,7 +10,6 @@ import dataclasses
 import html
 import json
 import os
-import time
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -70,7 +69,7 @@ def status_document(daemon: Daemon) -> dict[str, Any]:
             "error": run.error,
         },
         "started": iso_or_none(daemon.started),
-        "now": iso_or_none(time.time()),
+        "now": iso_or_none(daemon.clock.time()),
         "models": [daemon.models[i].as_json() for i in sorted(daemon.models)],
     }
 

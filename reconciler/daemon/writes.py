@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from typing import TYPE_CHECKING
 
 from .. import apply as apply_mod
@@ -24,7 +23,7 @@ if TYPE_CHECKING:
 async def apply(d: Daemon, plan: Plan, reread: set[str]) -> list[apply_mod.Outcome]:
     """Write the plan and record each model's state; ``reread`` are the files read in this run
     (a write for one of them follows an edit, not drift)."""
-    now = time.time()
+    now = d.clock.time()
     changes = {c.id: c for c in plan.changes}
     before = {i: s.state for i, s in d.models.items()}
     for change in plan.changes:
