@@ -102,9 +102,9 @@ def run_size(size: int, edits: int, tmp: Path) -> tuple[list[float], float, floa
     for i in range(size):
         path = path_of(directory, i)
         path.write_text(model_file(i, 100))
-        definition = load_file(path).definition
-        assert definition is not None
-        entries.append(make_entry(definition.to_api(), created_at=now, updated_at=now))
+        body = load_file(path).body
+        assert body is not None
+        entries.append(make_entry(body, created_at=now, updated_at=now))
     store.put_many(entries)
     store.close()
 

@@ -15,8 +15,9 @@ from typing import Any, Literal, NamedTuple
 
 import anyio
 
+from . import defaults
 from .plan import Action, Change, FieldOp, Plan
-from .registry import ConflictError, NotAttemptedError, RegistryClient, RegistryError
+from .ports import ConflictError, NotAttemptedError, Registry, RegistryError
 from .spec import HealthResult
 
 UpdateMethod = Literal["add", "patch"]
@@ -39,7 +40,7 @@ class Stop:
     """Asked from outside a run (a signal, a shutdown): no new write starts once :meth:`set`;
     writes in flight get ``grace`` seconds (None: no limit), or none after :meth:`abandon`."""
 
-    def __init__(self, grace: float | None = 10.0) -> None:
+    def __init__(self, grace: float | None = defaults.GRACE) -> None:
         self.grace = grace
         self.reason: str | None = None
         self.abandoned = False
@@ -95,7 +96,7 @@ def patch_body(change: Change) -> dict[str, Any]:
     return patch
 
 
-async def _write(change: Change, client: RegistryClient, update_method: UpdateMethod) -> None:
+async def _write(change: Change, client: Registry, update_method: UpdateMethod) -> None:
     if change.action == Action.DELETE:
         await client.remove(change.id)
         return
@@ -115,9 +116,9 @@ async def _write(change: Change, client: RegistryClient, update_method: UpdateMe
 
 async def apply_plan(
     plan: Plan,
-    client: RegistryClient,
+    client: Registry,
     *,
-    concurrency: int = 4,
+    concurrency: int = defaults.CONCURRENCY,
     update_method: UpdateMethod = "add",
     on_result: Callable[[Outcome], None] | None = None,
     stop: Stop | None = None,
@@ -168,7 +169,7 @@ async def apply_plan(
     return [o for o in outcomes if o is not None]
 
 
-async def _attempt(change: Change, client: RegistryClient, update_method: UpdateMethod) -> Outcome:
+async def _attempt(change: Change, client: Registry, update_method: UpdateMethod) -> Outcome:
     try:
         await _write(change, client, update_method)
         return Outcome(change.id, change.action, True)
@@ -185,7 +186,7 @@ def _not_attempted(change: Change, why: str) -> Outcome:
 
 
 async def check_health(
-    client: RegistryClient, ids: Iterable[str], *, concurrency: int = 4
+    client: Registry, ids: Iterable[str], *, concurrency: int = defaults.HEALTH_CONCURRENCY
 ) -> dict[str, HealthResult | RegistryError]:
     """Ask the registry to probe each model, a few at a time; results in the order given."""
     unique = list(dict.fromkeys(ids))

@@ -19,7 +19,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .events import Kind
+from . import defaults
+from .events import NOTIFY, Kind
 from .plan import IgnoreRule
 from .spec import format_path, suggest
 
@@ -87,7 +88,7 @@ class NotifyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     url: str
-    events: list[Kind] = Field(default_factory=lambda: list(Kind), min_length=1)
+    events: list[Kind] = Field(default_factory=lambda: list(NOTIFY), min_length=1)
 
     @field_validator("url")
     @classmethod
@@ -99,9 +100,9 @@ class NotifyConfig(BaseModel):
     def _known_events(cls, value: object) -> object:
         # strict mode would take only enum members: accept their names, naming the choices.
         if isinstance(value, list):
-            bad = [v for v in value if v not in {k.value for k in Kind}]
+            bad = [v for v in value if v not in {k.value for k in NOTIFY}]
             if bad:
-                raise ValueError(f"unknown event {bad[0]!r}; known: {', '.join(k for k in Kind)}")
+                raise ValueError(f"unknown event {bad[0]!r}; known: {', '.join(k for k in NOTIFY)}")
             return [Kind(v) for v in value]
         return value
 
@@ -119,7 +120,7 @@ class FileConfig(BaseModel):
     notify: list[NotifyConfig] = Field(default_factory=list)
     registry_url: str | None = None
     allow_env: list[str] = Field(default_factory=list)
-    max_file_bytes: int = Field(default=1 << 20, gt=0)
+    max_file_bytes: int = Field(default=defaults.MAX_FILE_BYTES, gt=0)
     environments: dict[Annotated[str, StringConstraints(pattern=ENV_NAME)], EnvironmentConfig] = (
         Field(default_factory=dict)
     )

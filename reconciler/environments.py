@@ -14,20 +14,15 @@ import anyio
 import httpx
 
 from . import apply as apply_mod
+from . import defaults
 from . import overlay as overlay_mod
 from .config import EnvironmentConfig, FileConfig
+from .engine import Engine, Selector
+from .events import Discard, Sink
 from .plan import Desired, IgnoreRule, Plan, PruneOptions, writes
-from .reconcile import (
-    DesiredState,
-    Loading,
-    Selector,
-    SetupError,
-    Target,
-    make_client,
-    plan_for,
-)
+from .reconcile import Loading, SetupError, Target, make_client
 from .registry import Listing, RegistryError
-from .source import DEFAULT_POLICY, LoadPolicy, Problem
+from .source import DEFAULT_POLICY, DesiredState, LoadPolicy, Problem
 
 
 @dataclass(frozen=True)
@@ -110,7 +105,7 @@ def resolve(
                 "owns in reconciler.toml (top level or in the environment)"
             )
         limit = max_deletes if max_deletes is not None else env.max_deletes
-        limit = 5 if limit is None else limit
+        limit = defaults.MAX_DELETES if limit is None else limit
         if limit < 0:
             raise SetupError("--max-deletes must be 0 or more")
         prune_opts = PruneOptions(patterns, limit, force)
@@ -196,14 +191,14 @@ class Options:
     """How each environment is run (the same for all)."""
 
     write: bool = False
-    timeout: float = 10.0
+    timeout: float = defaults.TIMEOUT
     rps: float | None = None
-    concurrency: int = 4
+    concurrency: int = defaults.CONCURRENCY
     update_method: apply_mod.UpdateMethod = "add"
     stop: apply_mod.Stop | None = None
     on_retry: Callable[[str], None] | None = None
     on_writing: Callable[[], None] | None = None  # before the first write of any environment
-    on_result: Callable[[str, apply_mod.Outcome], None] | None = None
+    events: Callable[[str], Sink] | None = None  # each environment's engine events, by name
     select: Selector | None = None  # --select: only these ids are planned (and pruned)
 
 
@@ -245,28 +240,26 @@ async def run_all(
             run.error = exc.message
             return
         async with client:
+            pipeline = Engine(
+                client,
+                options.events(env.name) if options.events else Discard(),
+                concurrency=options.concurrency,
+                update_method=options.update_method,
+            )
             try:
-                run.live = await client.list()
+                run.live = await pipeline.live()
             except RegistryError as exc:
                 run.error = exc.message
                 return
             run.state, run.excluded = desired_for(await desired(), overlays.get(env.name))
-            run.plan = plan_for(
+            run.plan = pipeline.plan(
                 run.state, run.live, prune=env.prune, ignore=env.ignore, select=options.select
             )
             if not options.write or not writes(run.plan):
                 return
             if options.on_writing is not None:
                 options.on_writing()
-            on_result = options.on_result
-            run.outcomes = await apply_mod.apply_plan(
-                run.plan,
-                client,
-                concurrency=options.concurrency,
-                update_method=options.update_method,
-                on_result=(lambda o: on_result(env.name, o)) if on_result else None,
-                stop=options.stop,
-            )
+            run.outcomes = await pipeline.apply(run.plan, stop=options.stop)
 
     try:
         async with anyio.create_task_group() as tg:

@@ -1,9 +1,11 @@
 """What the reconciler tells the outside world: typed events and the sinks that receive them.
 
-A driver builds an :class:`Event` and hands it to one :class:`Sink` (usually a :class:`Fanout`
-of the log, metrics and notification sinks); nothing else decides where events go. An event
-holds ids, file names, field paths and messages, never a field's value, so no sink can leak a
-secret or a value that came from a ``${VAR}`` placeholder.
+The engine (:mod:`reconciler.engine`) and the daemon build an :class:`Event` and hand it to one
+:class:`Sink` (usually a :class:`Fanout`: the terminal's progress, or the daemon's log, metrics
+and notification sinks); nothing else decides where events go, so a new consumer (a status page,
+drift notifications) is one more sink. An event holds ids, file names, field paths, counts and
+messages, never a field's value, so no sink can leak a secret or a value that came from a
+``${VAR}`` placeholder.
 """
 
 from __future__ import annotations
@@ -17,16 +19,30 @@ from typing import Any, Protocol
 
 
 class Kind(StrEnum):
-    """The events a notification can subscribe to (``[[notify]] events = [...]``)."""
+    """What happened. The first five are news a notification can subscribe to (``[[notify]]
+    events = [...]``, :data:`NOTIFY`); the engine's steps come after them."""
 
     DRIFT_CORRECTED = "drift-corrected"  # someone changed an entry; the daemon put it back
     DRIFT_DETECTED = "drift-detected"  # an entry differs from its file (--dry-run: not written)
     SYNC_FAILED = "sync-failed"  # a write or the registry list failed
     INVALID_FILE = "invalid-file"  # a model file does not load
     HEALTH_CHANGED = "health-changed"  # a model turned available or unavailable
+    # The engine's steps, every run (progress, a status page; too many to notify about):
+    PLANNED = "planned"  # a plan was made: ``counts`` by action
+    WRITTEN = "written"  # one write landed (``action``, ``id``)
+    WRITE_FAILED = "write-failed"  # one write failed (``error``), or was never sent
+    NOT_ATTEMPTED = "not-attempted"  # one write was never sent (a stop, a silent registry)
 
 
-KINDS = tuple(k.value for k in Kind)
+# What ``[[notify]] events`` may name (and a webhook gets when it names none).
+NOTIFY = (
+    Kind.DRIFT_CORRECTED,
+    Kind.DRIFT_DETECTED,
+    Kind.SYNC_FAILED,
+    Kind.INVALID_FILE,
+    Kind.HEALTH_CHANGED,
+)
+KINDS = tuple(k.value for k in NOTIFY)
 
 
 def iso(timestamp: float) -> str:
@@ -46,6 +62,8 @@ class Event:
     fields: tuple[str, ...] = ()
     error: str | None = None
     available: bool | None = None
+    action: str | None = None  # create, update or delete: the write an engine event is about
+    counts: tuple[tuple[str, int], ...] = ()  # PLANNED: changes by action, every action named
 
     def key(self) -> tuple[object, ...]:
         """What makes two events the same, for deduplication (the time aside)."""
@@ -92,8 +110,15 @@ class Fanout:
                 self.log.exception("event sink failed", extra={"fields": {"sink": repr(sink)}})
 
 
+class Discard:
+    """A sink that drops every event: a run nobody watches."""
+
+    def emit(self, event: Event) -> None:
+        pass
+
+
 class Recorder:
-    """A sink that keeps what it receives: for tests and for a later engine's replay."""
+    """A sink that keeps what it receives: for tests, and for a run reported at its end."""
 
     def __init__(self) -> None:
         self.events: list[Event] = []

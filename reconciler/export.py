@@ -353,7 +353,7 @@ def declared_ids(directory: Path) -> dict[str, str]:
     if not directory.is_dir():
         return {}
     loaded = source.load_dir(directory, env={})
-    found = {m.path: model_id for model_id, m in loaded.models.items()}
+    found = {m.file: model_id for model_id, m in loaded.models.items()}
     found.update({path: model_id for model_id, path in loaded.invalid_ids.items()})
     return {str(Path(path).resolve()): model_id for path, model_id in found.items()}
 

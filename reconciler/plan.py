@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from enum import StrEnum
 from typing import Any, NamedTuple
 
+from . import defaults
 from .secrets import FieldPath as FieldPath
 from .spec import SERVER_MANAGED_KEYS, Entry, describe_loc
 
@@ -60,7 +61,7 @@ class Change(NamedTuple):
 
 class PruneOptions(NamedTuple):
     owns: tuple[str, ...]  # fnmatch patterns of ids this reconciler owns
-    max_deletes: int = 5
+    max_deletes: int = defaults.MAX_DELETES
     force: bool = False
 
 

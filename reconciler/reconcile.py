@@ -1,26 +1,26 @@
-"""The shared wiring of ``diff``, ``sync`` and the daemon: where the registry is, and files +
-live entries -> plan. Thin on purpose: the decisions live in :mod:`reconciler.plan`."""
+"""Setting the engine up, for ``diff``, ``sync``, ``health``, ``export`` and the daemon: where the
+registry is (:class:`Target`) and its client, what model files may do, prune settings, and
+loading the files (in worker processes when there are many). The pipeline itself is
+:mod:`reconciler.engine`; the decisions live in :mod:`reconciler.plan`."""
 
 from __future__ import annotations
 
-import fnmatch
 import multiprocessing as mp
 import os
 import signal
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import httpx
 
-from . import source
+from . import defaults, source
 from .config import FileConfig, Settings
-from .plan import Desired, FieldPath, IgnoreRule, Plan, PruneOptions, make_plan
-from .registry import Listing, RegistryClient
-from .source import LoadResult, Problem
-from .spec import Entry
+from .plan import Desired, FieldPath, PruneOptions
+from .registry import RegistryClient
+from .source import DesiredState, Problem
 
 
 class SetupError(Exception):
@@ -57,9 +57,9 @@ def resolve_target(
 def make_client(
     target: Target,
     *,
-    timeout: float = 10.0,
+    timeout: float = defaults.TIMEOUT,
     rps: float | None = None,
-    concurrency: int = 4,
+    concurrency: int = defaults.CONCURRENCY,
     on_retry: Callable[[str], None] | None = None,
     wrap: Callable[[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport] | None = None,
 ) -> RegistryClient:
@@ -105,21 +105,6 @@ def prune_options(
     return PruneOptions(patterns, max_deletes, force)
 
 
-@dataclass(frozen=True)
-class DesiredState:
-    """What diff and sync need from the files: API bodies by id, and what was wrong."""
-
-    models: dict[str, Desired]
-    errors: tuple[Problem, ...] = ()
-    warnings: tuple[Problem, ...] = ()
-    invalid_ids: dict[str, str] = field(default_factory=dict)
-    files: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors
-
-
 def load_policy(config: FileConfig) -> source.LoadPolicy:
     """What model files may do, from ``reconciler.toml``: the variables non-secret fields may
     name, the credentials none may, and the file size cap."""
@@ -128,24 +113,6 @@ def load_policy(config: FileConfig) -> source.LoadPolicy:
         config.credential_env(),
         config.max_file_bytes,
         config.lint_file_names,
-    )
-
-
-def desired_state(load: LoadResult) -> dict[str, Desired]:
-    """The valid models of a load as plan input: API body, file and filled fields, by id."""
-    return {i: Desired(m.definition.to_api(), m.path, m.sensitive) for i, m in load.models.items()}
-
-
-def failed_files(load: LoadResult | DesiredState) -> int:
-    """How many files failed to load (each counted once, whether or not it names an id); an
-    empty directory is no failed file (prune says so on its own)."""
-    return len({p.path for p in load.errors if p.code != source.NO_MODEL_FILES})
-
-
-def state_from_load(load: LoadResult) -> DesiredState:
-    """A loader result as a :class:`DesiredState`."""
-    return DesiredState(
-        desired_state(load), load.errors, load.warnings, dict(load.invalid_ids), load.files
     )
 
 
@@ -168,8 +135,7 @@ def _load_chunk(paths: list[str], root: str, policy: source.LoadPolicy) -> list[
     out: list[_Loaded] = []
     for path in paths:
         r = source.load_file(path, root, policy=policy)
-        body = r.definition.to_api() if r.definition is not None else None
-        out.append(_Loaded(r.path, r.declared_id, body, r.errors, r.warnings, r.sensitive))
+        out.append(_Loaded(r.path, r.declared_id, r.body, r.errors, r.warnings, r.sensitive))
     return out
 
 
@@ -205,7 +171,7 @@ class Loading:
         self._done: DesiredState | None = None
         paths = [str(p) for p in source.discover(self._root)] if self._root.is_dir() else []
         if not paths:  # no directory, or no model file in it: the loader's one error
-            self._done = state_from_load(source.load_dir(self._root, policy=policy))
+            self._done = source.load_dir(self._root, policy=policy)
             return
         self._files = len(paths)
         workers = workers if workers is not None else min(os.cpu_count() or 1, 8)
@@ -247,52 +213,3 @@ def load_desired(
 ) -> DesiredState:
     """Load every model file under ``root`` (in parallel when there are many)."""
     return Loading(root, workers, policy).result()
-
-
-class Selector:
-    """``--select``: the ids matching any of these fnmatch patterns (every id when none)."""
-
-    def __init__(self, patterns: Iterable[str] = ()) -> None:
-        self.patterns = tuple(patterns)
-
-    def __call__(self, model_id: str) -> bool:
-        return not self.patterns or any(fnmatch.fnmatchcase(model_id, p) for p in self.patterns)
-
-
-def plan_for(
-    state: DesiredState,
-    live: Iterable[Entry],
-    *,
-    prune: PruneOptions | None = None,
-    ignore: Sequence[IgnoreRule] = (),
-    select: Selector | None = None,
-) -> Plan:
-    """Plan a desired state against live entries, every load failure (and a list answer that
-    says it paged) fencing prune; with ``select``, only the selected ids are planned (and
-    pruned)."""
-    complete = not (isinstance(live, Listing) and live.has_more)
-    models, invalid = state.models, state.invalid_ids
-    if select is not None and select.patterns:
-        models = {i: d for i, d in models.items() if select(i)}
-        invalid = {i: f for i, f in invalid.items() if select(i)}
-        live = [e for e in live if select(e.id)]
-    return make_plan(
-        models,
-        live,
-        invalid=invalid,
-        prune=prune,
-        ignore=ignore,
-        load_errors=failed_files(state),
-        live_complete=complete,
-    )
-
-
-async def plan_against(
-    client: RegistryClient,
-    state: DesiredState,
-    *,
-    prune: PruneOptions | None = None,
-    ignore: Sequence[IgnoreRule] = (),
-) -> Plan:
-    """List the registry once and plan ``state`` against it."""
-    return plan_for(state, await client.list(), prune=prune, ignore=ignore)

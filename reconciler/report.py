@@ -23,14 +23,15 @@ from .apply import Outcome
 from .diagnostics import problem_json
 from .plan import Action, Change, FieldChange, FieldOp, FieldPath, Plan, summary
 from .secrets import REDACTED, hidden_values, redact, redact_field, scrub
-from .source import NO_MODEL_FILES, LoadResult, Problem
+from .source import NO_MODEL_FILES, DesiredState, Problem
 from .spec import Entry, HealthResult, format_path
 from .text import printable
+from .units import unix_seconds
 
 
 class Problems(Protocol):
-    """What a plan report needs from a load: a :class:`~reconciler.source.LoadResult`, or the
-    desired state of :mod:`reconciler.reconcile`."""
+    """What a plan report needs from a load: a :class:`~reconciler.source.DesiredState` (or
+    one environment's own problems)."""
 
     @property
     def errors(self) -> tuple[Problem, ...]: ...
@@ -215,7 +216,7 @@ def render_outcome(console: Console, outcome: Outcome) -> None:
     console.print(Text(printable(text), style="green" if outcome.ok else "red"))
 
 
-def render_validation(console: Console, load: LoadResult) -> None:
+def render_validation(console: Console, load: DesiredState) -> None:
     """What ``validate`` prints on stdout (the problems go to stderr): a table of valid models
     and a status line."""
     if load.models:
@@ -223,8 +224,15 @@ def render_validation(console: Console, load: LoadResult) -> None:
         for column in ("id", "provider", "modelId", "apiFormat", "auth", "file"):
             table.add_column(column)
         for model_id, m in sorted(load.models.items()):
-            d = m.definition
-            cells = (model_id, d.provider, d.model_id, d.api_format, d.auth.type, m.path)
+            body, auth = m.body, m.body.get("auth") or {}
+            cells = (
+                model_id,
+                body.get("provider", ""),
+                body.get("modelId", ""),
+                body.get("apiFormat", ""),
+                auth.get("type", "") if isinstance(auth, dict) else "",
+                m.file,
+            )
             table.add_row(*(Text(printable(str(c))) for c in cells))
         console.print(table)
     status = Text("ok", style="green") if load.ok else Text("invalid", style="red")
@@ -239,7 +247,7 @@ def render_validation(console: Console, load: LoadResult) -> None:
 # --- JSON -------------------------------------------------------------------------------------
 
 
-def validation_json(load: LoadResult) -> dict[str, Any]:
+def validation_json(load: DesiredState) -> dict[str, Any]:
     """What ``validate --output json`` prints."""
     return {
         "formatVersion": FORMAT_VERSION,
@@ -247,7 +255,7 @@ def validation_json(load: LoadResult) -> dict[str, Any]:
         "files": load.files,
         "errors": [problem_json(p) for p in load.errors],
         "warnings": [problem_json(p) for p in load.warnings],
-        "models": {i: m.path for i, m in sorted(load.models.items())},
+        "models": {i: m.file for i, m in sorted(load.models.items())},
     }
 
 
@@ -286,8 +294,6 @@ def plan_json(
 
 
 # --- health -----------------------------------------------------------------------------------
-
-_MS_THRESHOLD = 100_000_000_000  # a timestamp this large is milliseconds (seconds reach it in 5138)
 
 
 @dataclass(frozen=True)
@@ -343,9 +349,7 @@ def _health_rows(
 
 def seconds(timestamp: float | None) -> float | None:
     """Unix seconds from a timestamp in seconds or milliseconds (the API uses ms)."""
-    if timestamp is None:
-        return None
-    return timestamp / 1000 if timestamp >= _MS_THRESHOLD else timestamp
+    return unix_seconds(timestamp)
 
 
 def iso_time(timestamp: float | None) -> str | None:

@@ -29,7 +29,7 @@ SECRET_VARS = {
 def shipped() -> dict[str, dict[str, Any]]:
     loaded = source.load_dir(REPO / "models.d")
     assert loaded.ok and len(loaded.models) >= 6
-    return {i: m.definition.to_api() for i, m in loaded.models.items()}
+    return {i: dict(m.body) for i, m in loaded.models.items()}
 
 
 def secret_models() -> list[dict[str, Any]]:

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 def shipped() -> dict[str, dict[str, Any]]:
     loaded = source.load_dir(REPO / "models.d")
     assert loaded.ok and loaded.models
-    return {i: m.definition.to_api() for i, m in loaded.models.items()}
+    return {i: dict(m.body) for i, m in loaded.models.items()}
 
 
 def entry(body: dict[str, Any], **extra: Any) -> Entry:
@@ -42,7 +42,7 @@ def test_every_shipped_model_renders_and_loads_back_unchanged(tmp_path: Path) ->
     for file in rendering.files:
         result = load_text(file.text, tmp=tmp_path)
         assert result.errors == (), file.text
-        assert result.definition.to_api() == bodies[file.model_id]
+        assert result.body == bodies[file.model_id]
 
 
 def test_server_managed_keys_are_dropped_and_keys_ordered() -> None:
@@ -161,9 +161,9 @@ def test_inline_secrets_become_placeholders_and_load_back_with_the_variables(
     }
     loaded = load_text(file.text, env, tmp_path)
     assert loaded.errors == ()
-    assert loaded.definition.to_api() == body
+    assert loaded.body == body
     unset = load_text(file.text, {k: v for k, v in env.items() if "TOKEN" not in k}, tmp_path)
-    assert unset.definition is None
+    assert unset.body is None
     assert any("MEETKAI_TEAM_X_HEADER_X_SESSION_TOKEN" in p.message for p in unset.errors)
 
 
@@ -171,7 +171,7 @@ def test_with_secrets_writes_values_as_they_are(tmp_path: Path) -> None:
     body = minimal("m1", auth={"type": "api-key", "value": "sk-1"})
     (file,) = export.render([entry(body)], with_secrets=True).files
     assert file.variables == () and file.has_secrets
-    assert load_text(file.text, {}, tmp_path).definition.to_api() == body
+    assert load_text(file.text, {}, tmp_path).body == body
 
 
 def test_existing_placeholders_are_kept_and_other_dollar_braces_escaped(tmp_path: Path) -> None:
@@ -185,7 +185,7 @@ def test_existing_placeholders_are_kept_and_other_dollar_braces_escaped(tmp_path
     data = tomllib.loads(file.text)
     assert data["auth"]["value"] == "${ALREADY_SET}"
     loaded = load_text(file.text, {"PRICE": "no", "LITERAL": "no", "ALREADY_SET": "v"}, tmp_path)
-    assert loaded.definition.display_name == "costs ${PRICE} and $${LITERAL}"
+    assert loaded.body["displayName"] == "costs ${PRICE} and $${LITERAL}"
 
 
 def test_variable_names_are_valid_unique_and_bounded() -> None:

@@ -16,8 +16,8 @@ import pytest
 from helpers import minimal
 
 from reconciler.apply import ABANDONED, Outcome, Stop, apply_plan
+from reconciler.engine import Engine
 from reconciler.plan import Action, Change, Desired, Plan, PruneOptions
-from reconciler.reconcile import DesiredState, plan_against
 from reconciler.registry import (
     NotAttemptedError,
     RegistryClient,
@@ -25,6 +25,7 @@ from reconciler.registry import (
     UnreachableError,
 )
 from reconciler.registry.retry import Breaker
+from reconciler.source import DesiredState
 
 BASE = "http://registry.test"
 NO_JITTER = RetryPolicy(jitter=0.0)
@@ -374,7 +375,8 @@ def test_a_paged_list_refuses_prune_for_the_run() -> None:
     def plan(extra: dict[str, Any]) -> Plan:
         body = {"object": "list", "data": live, **extra}
         c = make_client(lambda r: httpx.Response(200, json=body), FakeTime())
-        return run(plan_against(c, state, prune=prune))
+        pipeline = Engine(c)
+        return pipeline.plan(state, run(pipeline.live()), prune=prune)
 
     paged = plan({"has_more": True})
     assert not any(c.action is Action.DELETE for c in paged.changes)

@@ -12,8 +12,8 @@ from helpers import minimal
 from reconciler import environments, overlay
 from reconciler.config import ConfigError, load_config
 from reconciler.plan import Desired
-from reconciler.reconcile import DesiredState, SetupError
-from reconciler.source import LoadPolicy
+from reconciler.reconcile import SetupError
+from reconciler.source import DesiredState, LoadPolicy
 
 # RFC 7386, appendix A: (target, patch, result).
 RFC_EXAMPLES = [

@@ -37,16 +37,16 @@ def many(tmp_path: Path) -> Path:
 
 def test_parallel_equals_sequential(many: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(reconcile, "PARALLEL_FROM", 1)
-    expected = reconcile.state_from_load(source.load_dir(many))
+    expected = source.load_dir(many)
     parallel = reconcile.load_desired(many, workers=2)
     assert parallel == expected
     assert len(parallel.models) == 59
     assert set(parallel.invalid_ids) == {"meetkai:m-001", "meetkai:bad"}
-    assert reconcile.failed_files(parallel) == 4  # broken, bad and both files of the duplicate
+    assert parallel.failed_files == 4  # broken, bad and both files of the duplicate
     assert sequential_small(many) == expected
 
 
-def sequential_small(root: Path) -> reconcile.DesiredState:
+def sequential_small(root: Path) -> source.DesiredState:
     return reconcile.load_desired(root, workers=1)
 
 

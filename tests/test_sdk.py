@@ -140,8 +140,8 @@ def test_the_client_reads_the_sdk_answer_fields(
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
 def test_every_shipped_model_is_an_sdk_request(path: Path) -> None:
     loaded = load_file(path, REPO / "models.d", env={})
-    assert loaded.definition is not None, loaded.errors
-    body = loaded.definition.to_api()
+    assert loaded.body is not None, loaded.errors
+    body = loaded.body
     assert request_problems(body) == []
     assert request_problems({k: v for k, v in body.items() if k != "id"}, update=True) == []
 
@@ -218,7 +218,7 @@ def test_enum_misses_are_errors_with_did_you_mean(
     path = tmp_path / "meetkai_x.json"
     path.write_text(json.dumps(minimal("meetkai:x", **patch)))
     loaded = load_file(path, tmp_path)
-    assert loaded.definition is None
+    assert loaded.body is None
     problems = [p for p in loaded.errors if p.field == field]
     assert problems, loaded.errors
     assert problems[0].message.endswith(f"did you mean {hint!r}?"), problems[0].message

@@ -57,7 +57,7 @@ def test_every_shipped_file_validates() -> None:
     result = load_dir(SHIPPED)
     assert result.errors == () and result.warnings == ()
     assert len(result.models) >= 6
-    kinds = {m.definition.auth.type for m in result.models.values()}
+    kinds = {m.body["auth"]["type"] for m in result.models.values()}
     assert {"api-key", "custom-headers", "composite", "none"} <= kinds
 
 
@@ -65,8 +65,8 @@ def test_shipped_files_round_trip_through_the_schema() -> None:
     import tomllib
 
     for model in load_dir(SHIPPED).models.values():
-        raw = tomllib.loads(Path(model.path).read_text())
-        assert model.definition.to_api() == raw, model.path
+        raw = tomllib.loads(Path(model.file).read_text())
+        assert model.body == raw, model.file
 
 
 def test_bad_files_are_reported_and_the_others_still_load(tmp_path: Path) -> None:
@@ -169,11 +169,11 @@ def test_variables_are_substituted_from_the_environment(tmp_path: Path) -> None:
     text = text.replace('modelId = "v"', 'modelId = "$${literal}"')
     path = write(tmp_path, "v.toml", text)
     ok = load_file(path, tmp_path, env={"TEAM_KEY": "s3cret"})
-    assert ok.definition is not None and ok.warnings == ()
-    assert ok.definition.auth.value == "s3cret"  # type: ignore[union-attr]
-    assert ok.definition.model_id == "${literal}"
+    assert ok.body is not None and ok.warnings == ()
+    assert ok.body["auth"]["value"] == "s3cret"
+    assert ok.body["modelId"] == "${literal}"
     missing = load_file(path, tmp_path, env={})
-    assert missing.definition is None and missing.declared_id == "meetkai:v"
+    assert missing.body is None and missing.declared_id == "meetkai:v"
     [error] = missing.errors
     assert error.field == "auth.value" and "TEAM_KEY is not set" in error.message
 

@@ -202,7 +202,7 @@ def test_a_non_secret_field_reaches_only_allowed_variables(
     tmp_path: Path, where: str, variable: str
 ) -> None:
     result = load_text(tmp_path, good("x").replace('displayName = "A model"', where))
-    assert result.definition is None and result.declared_id == "meetkai:x"
+    assert result.body is None and result.declared_id == "meetkai:x"
     [error] = result.errors
     assert f"${{{variable}}}" in error.message and error.line == 7
     assert KEY not in str(error) and UPSTREAM not in str(error)
@@ -211,7 +211,7 @@ def test_a_non_secret_field_reaches_only_allowed_variables(
 def test_allow_env_grants_names_and_patterns_and_the_field_is_sensitive(tmp_path: Path) -> None:
     text = good("x", display="${TEAM_NAME}")
     result = load_text(tmp_path, text, LoadPolicy(allow_env=("TEAM_*",)))
-    assert result.definition is not None and result.definition.display_name == "Team Rocket 42"
+    assert result.body is not None and result.body["displayName"] == "Team Rocket 42"
     assert ("displayName",) in result.sensitive
 
 
@@ -236,7 +236,7 @@ def test_the_own_credential_is_refused_everywhere_even_when_allowed(tmp_path: Pa
 
 def test_a_secret_field_may_name_another_variable(tmp_path: Path) -> None:
     result = load_text(tmp_path, good("x", auth='value = "${UPSTREAM_TOKEN}"'))
-    assert result.definition is not None and result.definition.auth.value == UPSTREAM  # type: ignore[union-attr]
+    assert result.body is not None and result.body["auth"]["value"] == UPSTREAM
     assert ("auth", "value") in result.sensitive and result.warnings == ()
 
 
@@ -388,7 +388,7 @@ def test_any_bytes_under_any_name_give_a_model_or_a_problem(
         result = load_file(
             path, tmp, env=ENV, policy=LoadPolicy(allow_env=allow, max_file_bytes=4000)
         )
-    assert (result.definition is None) == bool(result.errors)
+    assert (result.body is None) == bool(result.errors)
     text = messages(result)
     assert "cannot load (" not in text  # the last-resort guard never had to catch anything
     assert KEY not in text and UPSTREAM not in text and "Team Rocket" not in text

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
+from .. import defaults
 from ..text import json_text
 from .common import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, fail
 from .interrupt import Interrupt, Interrupted, registry_gone
@@ -126,9 +127,9 @@ class EnvReconcile:
     as_json: bool
     write: bool
     dry_run: bool = False
-    concurrency: int = 4
+    concurrency: int = defaults.CONCURRENCY
     rps: float | None = None
-    timeout: float = 10.0
+    timeout: float = defaults.TIMEOUT
     update_method: str = "add"
     policy: LoadPolicy | None = None  # what model files may do (reconciler.toml)
     select: tuple[str, ...] = ()  # --select: fnmatch patterns of ids
@@ -142,7 +143,7 @@ def reconcile(
     code (130/143 when a signal stopped it, through ``interrupt``)."""
     import anyio
 
-    from .. import environments, reconcile
+    from .. import engine, environments, reconcile
     from ..source import DEFAULT_POLICY
 
     policy = how.policy or DEFAULT_POLICY
@@ -161,7 +162,7 @@ def reconcile(
         stop=interrupt.stop,
         on_retry=lambda notice: err.print(notice, markup=False),
         on_writing=writing,
-        select=reconcile.Selector(how.select) if how.select else None,
+        select=engine.Selector(how.select) if how.select else None,
     )
 
     async def go() -> list[EnvRun]:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from .. import defaults
 from ..text import printable
 from . import environments
 from .common import (
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 
 
 def export(
-    directory: DirOpt = Path("models.d"),
+    directory: DirOpt = Path(defaults.DIRECTORY),
     include_immutable: Annotated[
         bool,
         typer.Option("--include-immutable", help="Also export the gateway's read-only entries."),
@@ -52,7 +53,7 @@ def export(
     registry_url: RegistryUrlOpt = None,
     on_behalf_of: OnBehalfOfOpt = None,
     config: ConfigOpt = None,
-    timeout: TimeoutOpt = 10.0,
+    timeout: TimeoutOpt = defaults.TIMEOUT,
     env: EnvOpt = None,
     all_envs: AllEnvsOpt = False,
 ) -> None:

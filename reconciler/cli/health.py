@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .. import source
+from .. import defaults, source
 from ..secrets import hidden_values
 from ..text import json_text
 from . import environments
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 
 def health(
-    directory: DirOpt = Path("models.d"),
+    directory: DirOpt = Path(defaults.DIRECTORY),
     all_models: Annotated[
         bool, typer.Option("--all", help="Every registry entry, not only those declared in --dir.")
     ] = False,
@@ -52,12 +52,12 @@ def health(
     ] = False,
     concurrency: Annotated[
         int, typer.Option("--concurrency", min=1, help="Probes in flight at once.")
-    ] = 4,
+    ] = defaults.HEALTH_CONCURRENCY,
     output: OutputOpt = Output.TEXT,
     registry_url: RegistryUrlOpt = None,
     on_behalf_of: OnBehalfOfOpt = None,
     config: ConfigOpt = None,
-    timeout: TimeoutOpt = 10.0,
+    timeout: TimeoutOpt = defaults.TIMEOUT,
     env: EnvOpt = None,
     all_envs: AllEnvsOpt = False,
 ) -> None:
@@ -102,7 +102,7 @@ def health(
             ids[name] = set(state.models) | set(state.invalid_ids)
             for d in state.models.values():
                 hidden |= hidden_values(d.body, d.sensitive)
-        bad = reconcile.failed_files(base)
+        bad = base.failed_files
         if bad:
             err.print(
                 f"warning: {bad} file(s) in {directory} did not load "

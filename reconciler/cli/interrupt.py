@@ -18,10 +18,11 @@ from typing import TypeVar
 import anyio
 from rich.console import Console
 
+from .. import defaults
 from ..apply import Outcome, Stop
 
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143
-GRACE = 10.0  # seconds the writes in flight get to finish after the first signal
+GRACE = defaults.GRACE  # seconds the writes in flight get to finish after the first signal
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 T = TypeVar("T")

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
+from .. import defaults
 from ..plan import Plan, pending
 from ..text import json_text, printable
 from .common import (
@@ -45,6 +46,7 @@ from .progress import Progress, write_private
 
 if TYPE_CHECKING:
     from ..apply import Outcome
+    from ..source import DesiredState
 
 PlanOutputOpt = Annotated[
     PlanOutput,
@@ -74,9 +76,9 @@ class Run:
     select: list[str] | None
     quiet: bool
     verbose: bool
-    concurrency: int = 4
+    concurrency: int = defaults.CONCURRENCY
     rps: float | None = None
-    timeout: float = 10.0
+    timeout: float = defaults.TIMEOUT
     update_method: UpdateMethod = UpdateMethod.ADD
     write: bool = False
     dry_run: bool = False
@@ -101,8 +103,7 @@ def _reconcile(run: Run) -> int:
 def _run(run: Run, interrupt: Interrupt, out: Console, err: Console) -> int:
     import anyio
 
-    from .. import apply as apply_mod
-    from .. import diagnostics, planfile, reconcile, report, review
+    from .. import diagnostics, engine, planfile, reconcile, report, review
     from ..plan import writes
     from ..registry import RegistryError
     from . import environments
@@ -154,7 +155,7 @@ def _run(run: Run, interrupt: Interrupt, out: Console, err: Console) -> int:
             run.prune,
             run.owns or (),
             config,
-            max_deletes=5 if run.max_deletes is None else run.max_deletes,
+            max_deletes=defaults.MAX_DELETES if run.max_deletes is None else run.max_deletes,
             force=run.force,
         )
         target = reconcile.resolve_target(
@@ -177,8 +178,9 @@ def _run(run: Run, interrupt: Interrupt, out: Console, err: Console) -> int:
     # Files are parsed (in worker processes when there are many) while the registry is listed.
     loading = reconcile.Loading(run.directory, policy=reconcile.load_policy(config))
     outcomes: list[Outcome] = []
-    loaded: list[reconcile.DesiredState] = []
+    loaded: list[DesiredState] = []
     saw: list[Any] = []
+    show = Progress(out, quiet=run.quiet or not text)
 
     async def go() -> Plan:
         client = reconcile.make_client(
@@ -189,8 +191,14 @@ def _run(run: Run, interrupt: Interrupt, out: Console, err: Console) -> int:
             on_retry=lambda notice: err.print(notice, markup=False),
         )
         async with client:
+            pipeline = engine.Engine(
+                client,
+                show,
+                concurrency=run.concurrency,
+                update_method=run.update_method.value,
+            )
             try:
-                live = await client.list()
+                live = await pipeline.live()
             except BaseException:
                 loading.cancel()
                 raise
@@ -205,13 +213,14 @@ def _run(run: Run, interrupt: Interrupt, out: Console, err: Console) -> int:
             saw.extend(live)
             if saved is not None:
                 plan = planfile.restore(saved, state.models, live)
+                pipeline.planned(plan)
             else:
-                plan = reconcile.plan_for(
+                plan = pipeline.plan(
                     state,
                     live,
                     prune=prune_opts,
                     ignore=config.ignore_rules(),
-                    select=reconcile.Selector(run.select or ()),
+                    select=engine.Selector(run.select or ()),
                 )
             todo = writes(plan)
             if text:  # the plan before any write
@@ -222,18 +231,8 @@ def _run(run: Run, interrupt: Interrupt, out: Console, err: Console) -> int:
             if not run.write or run.dry_run or not todo:
                 return plan
             interrupt.writing = True
-            show = Progress(out, len(todo), quiet=run.quiet or not text)
             with show:
-                outcomes.extend(
-                    await apply_mod.apply_plan(
-                        plan,
-                        client,
-                        concurrency=run.concurrency,
-                        update_method=run.update_method.value,
-                        on_result=show.advance,
-                        stop=interrupt.stop,
-                    )
-                )
+                outcomes.extend(await pipeline.apply(plan, stop=interrupt.stop))
             return plan
 
     try:
@@ -324,7 +323,7 @@ def _immutable(plan: Plan) -> bool:
 
 
 def diff(
-    directory: DirOpt = Path("models.d"),
+    directory: DirOpt = Path(defaults.DIRECTORY),
     registry_url: RegistryUrlOpt = None,
     on_behalf_of: OnBehalfOfOpt = None,
     config: ConfigOpt = None,
@@ -345,7 +344,7 @@ def diff(
     ] = None,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
-    timeout: TimeoutOpt = 10.0,
+    timeout: TimeoutOpt = defaults.TIMEOUT,
     env: EnvOpt = None,
     all_envs: AllEnvsOpt = False,
 ) -> None:
@@ -376,7 +375,7 @@ def diff(
 
 
 def sync(
-    directory: DirOpt = Path("models.d"),
+    directory: DirOpt = Path(defaults.DIRECTORY),
     registry_url: RegistryUrlOpt = None,
     on_behalf_of: OnBehalfOfOpt = None,
     config: ConfigOpt = None,
@@ -397,9 +396,9 @@ def sync(
     ] = None,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
-    concurrency: ConcurrencyOpt = 4,
+    concurrency: ConcurrencyOpt = defaults.CONCURRENCY,
     rps: RpsOpt = None,
-    timeout: TimeoutOpt = 10.0,
+    timeout: TimeoutOpt = defaults.TIMEOUT,
     update_method: UpdateMethodOpt = UpdateMethod.ADD,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Plan and print; write nothing.")

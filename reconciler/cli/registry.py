@@ -124,7 +124,7 @@ def serve(
             for p in loaded.errors:
                 err.print(f"error: {p}", markup=False)
             raise typer.Exit(EXIT_ERROR)
-        immutable = [m.definition.to_api() for _, m in sorted(loaded.models.items())]
+        immutable = [dict(m.body) for _, m in sorted(loaded.models.items())]
     # By name: Typer may bring its own copy of click's ParameterSource.
     source_of_key = ctx.get_parameter_source("api_key")
     key_on_command_line = source_of_key is not None and source_of_key.name == "COMMANDLINE"

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from .. import source
+from .. import defaults, source
 from .common import (
     EXIT_ERROR,
     EXIT_OK,
@@ -37,7 +37,7 @@ def validate(
             show_default=False,
         ),
     ] = None,
-    directory: DirOpt = Path("models.d"),
+    directory: DirOpt = Path(defaults.DIRECTORY),
     output: Annotated[
         ValidateOutput,
         typer.Option(
@@ -58,9 +58,7 @@ def validate(
     if file_config.environments and not paths:
         # The overlays too, against the whole directory (a few files given would make every
         # overlay of another model look like one for an undeclared id).
-        found = environments.check_overlays(
-            file_config, reconcile.desired_state(result), result.invalid_ids, policy
-        )
+        found = environments.check_overlays(file_config, result.models, result.invalid_ids, policy)
         result = replace(
             result,
             errors=result.errors + tuple(p for p in found if p.severity == "error"),
@@ -78,7 +76,7 @@ def validate(
     raise typer.Exit(EXIT_OK if result.ok else EXIT_ERROR)
 
 
-def load(paths: list[Path], policy: source.LoadPolicy) -> source.LoadResult:
+def load(paths: list[Path], policy: source.LoadPolicy) -> source.DesiredState:
     """Files and directories as one load: ids checked across all of them."""
     first = paths[0]
     if len(paths) == 1 and (first.is_dir() or first.suffix not in source.SUFFIXES):

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from .. import defaults
 from .common import (
     ConcurrencyOpt,
     ConfigOpt,
@@ -35,48 +36,48 @@ class LogFormat(StrEnum):
 
 
 def watch(
-    directory: DirOpt = Path("models.d"),
+    directory: DirOpt = Path(defaults.DIRECTORY),
     registry_url: RegistryUrlOpt = None,
     on_behalf_of: OnBehalfOfOpt = None,
     config: ConfigOpt = None,
     prune: PruneOpt = False,
     owns: OwnsOpt = None,
-    max_deletes: MaxDeletesOpt = 5,
+    max_deletes: MaxDeletesOpt = defaults.MAX_DELETES,
     force: ForceOpt = False,
-    concurrency: ConcurrencyOpt = 4,
+    concurrency: ConcurrencyOpt = defaults.CONCURRENCY,
     rps: RpsOpt = None,
-    timeout: TimeoutOpt = 10.0,
+    timeout: TimeoutOpt = defaults.TIMEOUT,
     update_method: UpdateMethodOpt = UpdateMethod.ADD,
     resync_interval: Annotated[
         float,
         typer.Option("--resync-interval", min=0.1, help="Seconds between full resyncs (jittered)."),
-    ] = 60.0,
+    ] = defaults.RESYNC_INTERVAL,
     health_interval: Annotated[
         float,
         typer.Option(
             "--health-interval", min=0, help="Seconds between health rounds; 0 turns them off."
         ),
-    ] = 60.0,
+    ] = defaults.HEALTH_INTERVAL,
     health_concurrency: Annotated[
         int, typer.Option("--health-concurrency", min=1, help="Health checks in flight at once.")
-    ] = 4,
+    ] = defaults.HEALTH_CONCURRENCY,
     prune_grace: Annotated[
         float,
         typer.Option(
             "--prune-grace", min=0, help="Seconds a file must stay away before its model goes."
         ),
-    ] = 5.0,
+    ] = defaults.PRUNE_GRACE,
     listen: Annotated[
         str,
         typer.Option("--listen", help="HOST:PORT for /healthz, /readyz, /metrics, /status."),
-    ] = "127.0.0.1:9180",
+    ] = defaults.LISTEN,
     log_format: Annotated[LogFormat, typer.Option("--log-format")] = LogFormat.TEXT,
     shutdown_timeout: Annotated[
         float,
         typer.Option(
             "--shutdown-timeout", min=0, help="Seconds to finish writes in flight on SIGTERM."
         ),
-    ] = 10.0,
+    ] = defaults.GRACE,
     dry_run: Annotated[
         bool,
         typer.Option(

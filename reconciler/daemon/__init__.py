@@ -17,6 +17,7 @@ from collections.abc import Generator
 
 import uvicorn
 
+from .. import defaults
 from ..clock import SYSTEM, Clock
 from ..events import Fanout
 from ..reconcile import Target, make_client
@@ -48,7 +49,7 @@ def run(
     *,
     listen: socket.socket | None,
     log_format: LogFormat = "text",
-    timeout: float = 10.0,
+    timeout: float = defaults.TIMEOUT,
     rps: float | None = None,
 ) -> int:
     """Run until SIGTERM/SIGINT; the exit status (0 after a clean stop)."""
@@ -77,7 +78,7 @@ def assemble(
     target: Target,
     log: logging.Logger,
     *,
-    timeout: float = 10.0,
+    timeout: float = defaults.TIMEOUT,
     rps: float | None = None,
     clock: Clock = SYSTEM,
 ) -> tuple[Daemon, Notifier]:

@@ -21,13 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import apply as apply_mod
-from .. import reconcile
 from ..clock import SYSTEM, Clock, wait_event
 from ..events import Event, Kind, Sink
 from ..plan import Action, IgnoreRule, Plan, PruneOptions, is_immutable, make_plan
 from ..registry import AuthError, RegistryClient, RegistryError
 from ..secrets import hidden_values, scrub
-from ..source import DEFAULT_POLICY, FileResult, LoadPolicy, LoadResult, ModelFileFilter
+from ..source import DEFAULT_POLICY, DesiredState, FileResult, LoadPolicy, ModelFileFilter
 from ..spec import Entry
 from . import writes
 from .files import ModelFiles
@@ -133,7 +132,7 @@ class Daemon:
         return self.model_files.results
 
     @property
-    def load(self) -> LoadResult:
+    def load(self) -> DesiredState:
         return self.model_files.load
 
     @property
@@ -243,12 +242,12 @@ class Daemon:
         self.registry_answered()
         self.live = {e.id: e for e in live}
         plan = make_plan(
-            reconcile.desired_state(self.load),
+            self.load.models,
             live,
             invalid=self.load.invalid_ids,
             prune=self.options.prune,
             ignore=self.options.ignore,
-            load_errors=reconcile.failed_files(self.load),
+            load_errors=self.load.failed_files,
             live_complete=not live.has_more,
         )
         plan = self._fence(plan)
@@ -332,7 +331,7 @@ class Daemon:
             return False
         before, after = self.model_files.refresh(paths)
         ids = affected_ids(before, after)
-        desired = {i: d for i, d in reconcile.desired_state(self._subset(ids)).items()}
+        desired = self.load.subset(ids).models
         invalid = {i: f for i, f in self.load.invalid_ids.items() if i in ids}
         live = [self.live[i] for i in ids if i in self.live]
         plan = make_plan(desired, live, invalid=invalid, ignore=self.options.ignore)
@@ -367,10 +366,6 @@ class Daemon:
             self._failed(auth=False)
         return ok
 
-    def _subset(self, ids: set[str]) -> LoadResult:
-        models = {i: m for i, m in self.load.models.items() if i in ids}
-        return LoadResult(models=models)
-
     # --- shared steps -------------------------------------------------------------------------
 
     def hide(self, model_id: str, text: str | None) -> str | None:
@@ -379,7 +374,7 @@ class Daemon:
         model = self.load.models.get(model_id)
         if not text or model is None:
             return text
-        return scrub(text, hidden_values(model.definition.to_api(), model.sensitive))
+        return scrub(text, hidden_values(model.body, model.sensitive))
 
     def status(self, model_id: str) -> ModelStatus:
         """The model's row, created on first use."""
@@ -442,7 +437,7 @@ class Daemon:
         m = self.metrics
         m.of(m.ready).set(1 if self.readiness.ready else 0)
         m.of(m.registry_up).set(1 if self.readiness.registry_up else 0)
-        m.of(m.invalid_files).set(reconcile.failed_files(self.load))
+        m.of(m.invalid_files).set(self.load.failed_files)
         if self.last_sync is not None:
             m.of(m.last_sync).set(self.last_sync)
 

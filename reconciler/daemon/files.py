@@ -12,9 +12,9 @@ from ..clock import SYSTEM, Clock
 from ..events import Event, Kind, Sink
 from ..source import (
     DEFAULT_POLICY,
+    DesiredState,
     FileResult,
     LoadPolicy,
-    LoadResult,
     ModelFileFilter,
     combine,
     discover,
@@ -43,7 +43,7 @@ class ModelFiles:
         self._events = events
         self.filter = ModelFileFilter()
         self.results: dict[str, FileResult] = {}
-        self.load = LoadResult()
+        self.load = DesiredState()
         self._stamps: dict[str, Stamp] = {}
 
     def rescan(self, forced: Iterable[str]) -> set[str] | None:

@@ -15,6 +15,7 @@ from .. import apply as apply_mod
 from ..clock import wait_event
 from ..events import Event, Kind
 from ..registry import AuthError, RegistryError
+from ..units import unix_seconds
 from .logs import event
 from .state import jittered
 
@@ -111,6 +112,4 @@ async def check_once(daemon: Daemon) -> None:
 
 def _seconds(value: float | None) -> float | None:
     """The registry answers times in ms since epoch (or seconds): unix seconds either way."""
-    if value is None:
-        return None
-    return value / 1000 if value > 10_000_000_000 else value
+    return unix_seconds(value)

@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any, Literal, TextIO
 
-from ..events import Event, Kind
+from ..events import NOTIFY, Event, Kind
 from ..text import json_text, printable
 
 LogFormat = Literal["text", "json"]
@@ -70,15 +70,15 @@ def event(log: logging.Logger, name: str, level: int = logging.INFO, **fields: A
 
 class LogSink:
     """The log sink of the event seam: one line per event (``drift corrected``, ``invalid
-    file``...). Sync failures are logged where they happen (``write``, ``registry error``),
-    with more detail than the event holds, so they are not repeated here."""
+    file``...). Sync failures and writes are logged where they happen (``write``, ``registry
+    error``), with more detail than the event holds, so they are not repeated here."""
 
     def __init__(self, log: logging.Logger) -> None:
         self.log = log
 
     def emit(self, e: Event) -> None:
-        if e.kind is Kind.SYNC_FAILED:
-            return
+        if e.kind not in NOTIFY or e.kind is Kind.SYNC_FAILED:
+            return  # the engine's steps too: the daemon logs each write with its field changes
         trouble = e.kind is Kind.INVALID_FILE or e.available is False
         event(
             self.log,

@@ -20,20 +20,20 @@ from urllib.parse import urlsplit
 import httpx
 
 from ..clock import SYSTEM, Clock
-from ..events import Event, Kind
+from ..events import NOTIFY, Event, Kind
 from ..registry import USER_AGENT
 from .logs import event as log_event
 
 
 @dataclass(frozen=True)
 class Webhook:
-    """Where to POST, and which events (None: all)."""
+    """Where to POST, and which events (None: every kind a notification can name)."""
 
     url: str
     events: frozenset[Kind] | None = None
 
     def wants(self, event: Event) -> bool:
-        return self.events is None or event.kind in self.events
+        return event.kind in (NOTIFY if self.events is None else self.events)
 
     @property
     def shown(self) -> str:

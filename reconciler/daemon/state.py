@@ -92,7 +92,7 @@ def state_after(change: Change, outcome: Outcome | None) -> State:
 def keep_last_good(new: FileResult, old: FileResult | None) -> FileResult:
     """A file that stopped parsing (an editor's half-written save) still names the id it held,
     so its model counts as invalid (kept as is) rather than gone (pruned)."""
-    if new.definition is not None or new.declared_id is not None or old is None:
+    if new.body is not None or new.declared_id is not None or old is None:
         return new
     return dataclasses.replace(new, declared_id=old.declared_id)
 

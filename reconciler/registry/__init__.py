@@ -37,6 +37,15 @@ import anyio
 import httpx
 from pydantic import ValidationError
 
+from .. import defaults
+from ..ports import (
+    AuthError,
+    ConflictError,
+    Listing,
+    NotAttemptedError,
+    RegistryError,
+    UnreachableError,
+)
 from ..spec import Entry, HealthResult
 from .errors import error_message, one_line, transport_cause
 from .retry import NO_RETRY, Breaker, Clock, RetryPolicy, Sleep, Spacer
@@ -70,42 +79,6 @@ def _version() -> str:
 USER_AGENT = f"reconciler/{_version()}"
 
 
-class RegistryError(Exception):
-    """A call failed; ``status`` is the HTTP status (None when no answer came)."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-
-
-class AuthError(RegistryError):
-    """401/403 on a call that is not a write to an immutable entry: wrong or missing key."""
-
-
-class ConflictError(RegistryError):
-    """409: add over an existing entry on a registry that refuses it."""
-
-
-class UnreachableError(RegistryError):
-    """No HTTP answer: connection refused, DNS, TLS, timeout, after retries."""
-
-
-class NotAttemptedError(UnreachableError):
-    """The call was never sent: the registry had stopped answering the client's other calls."""
-
-    def __init__(self, message: str, reason: str) -> None:
-        super().__init__(message)
-        self.reason = reason  # the message without the call's name
-
-
-class Listing(builtins.list[Entry]):
-    """The entries of a list answer; ``has_more`` is true when the registry says it paged, so
-    the list is not the whole registry (prune must not trust it)."""
-
-    has_more: bool = False
-
-
 # --- the client -------------------------------------------------------------------------------
 
 _WRITE_METHODS = frozenset({"POST", "PATCH", "DELETE", "PUT"})
@@ -134,7 +107,8 @@ def check_base_url(base_url: str) -> httpx.URL:
 
 
 class RegistryClient:
-    """Async client for the six registry calls; retries 429/5xx/connection errors."""
+    """Async client for the six registry calls; retries 429/5xx/connection errors. Implements
+    :class:`reconciler.ports.Registry`."""
 
     def __init__(
         self,
@@ -142,7 +116,7 @@ class RegistryClient:
         api_key: str | None,
         *,
         on_behalf_of: str | None = None,
-        timeout: float = 10.0,
+        timeout: float = defaults.TIMEOUT,
         retry: RetryPolicy | None = None,
         rps: float | None = None,
         transport: httpx.AsyncBaseTransport | None = None,

@@ -1,9 +1,10 @@
 """Read model definition files from a directory: the desired state, plus every problem found.
 
-The loader never stops at the first bad file. Each file becomes a :class:`FileResult` (a model or
-the errors that kept it from being one); :func:`load_dir` adds the checks across files (duplicate
-ids) and returns a :class:`LoadResult`. The daemon keeps ``FileResult``s per path and re-reads only
-what changed, so loading one file and combining many are separate steps.
+The loader never stops at the first bad file. Each file becomes a :class:`FileResult` (a model's
+API body or the errors that kept it from being one); :func:`load_dir` adds the checks across files
+(duplicate ids) and returns a :class:`DesiredState`, the one desired-state type of the engine. The
+daemon keeps ``FileResult``s per path and re-reads only what changed, so loading one file and
+combining many are separate steps.
 
 Files are untrusted (they come from pull requests): whatever one holds, it fails alone, with a
 message that never quotes a credential or a value a placeholder put in (:mod:`.files` reads
@@ -25,10 +26,12 @@ from typing import Any, Literal, Protocol, TypeVar
 
 from pydantic import ValidationError
 
+from ..plan import Desired
 from ..positions import locate
 from ..secrets import FieldPath, scrub
 from ..spec import Definition, describe_loc, error_hint, format_path, safe_file_stem, suggest
 from ..text import printable
+from ..units import is_milliseconds
 from .files import SUFFIXES, ModelFileFilter, Unreadable, discover, read_capped, yaml_files
 from .placeholders import DEFAULT_POLICY, VARIABLE, LoadPolicy, substitute
 
@@ -37,11 +40,10 @@ __all__ = [
     "FILE_NAME",
     "NO_MODEL_FILES",
     "SUFFIXES",
+    "DesiredState",
     "Document",
     "FileResult",
     "LoadPolicy",
-    "LoadResult",
-    "ModelFile",
     "ModelFileFilter",
     "Problem",
     "check_ids",
@@ -82,10 +84,11 @@ class Problem:
 
 @dataclass(frozen=True)
 class FileResult:
-    """What one file holds: a definition, or the errors that kept it from being one."""
+    """What one file holds: a model's API body (validated, camelCase, unset fields omitted), or
+    the errors that kept it from being one."""
 
     path: str
-    definition: Definition | None
+    body: dict[str, Any] | None
     declared_id: str | None = None
     errors: tuple[Problem, ...] = ()
     warnings: tuple[Problem, ...] = ()
@@ -93,21 +96,11 @@ class FileResult:
 
 
 @dataclass(frozen=True)
-class ModelFile:
-    path: str
-    definition: Definition
-    sensitive: frozenset[FieldPath] = frozenset()
+class DesiredState:
+    """What the files ask for: each valid model's :class:`~reconciler.plan.Desired` by id, and
+    what was wrong with the rest. The one input of planning, in the CLI and the daemon."""
 
-    @property
-    def id(self) -> str:
-        return self.definition.id
-
-
-@dataclass(frozen=True)
-class LoadResult:
-    """The desired state: valid models by id, and what was wrong with the rest."""
-
-    models: dict[str, ModelFile] = field(default_factory=dict)
+    models: dict[str, Desired] = field(default_factory=dict)
     errors: tuple[Problem, ...] = ()
     warnings: tuple[Problem, ...] = ()
     # Ids named by files that failed: nothing is written for them and nothing pruned.
@@ -118,22 +111,36 @@ class LoadResult:
     def ok(self) -> bool:
         return not self.errors
 
+    @property
+    def failed_files(self) -> int:
+        """How many files failed to load (each once, whether or not it names an id); an empty
+        directory is no failed file (prune says so on its own)."""
+        return len({p.path for p in self.errors if p.code != NO_MODEL_FILES})
+
+    def subset(self, ids: Iterable[str]) -> DesiredState:
+        """Only the models (valid or not) of ``ids``; problems and counts left out."""
+        ids = set(ids)
+        return DesiredState(
+            {i: d for i, d in self.models.items() if i in ids},
+            invalid_ids={i: f for i, f in self.invalid_ids.items() if i in ids},
+        )
+
 
 def load_dir(
     root: str | os.PathLike[str],
     env: Mapping[str, str] | None = None,
     now: float | None = None,
     policy: LoadPolicy = DEFAULT_POLICY,
-) -> LoadResult:
+) -> DesiredState:
     """Load every model file under ``root``; never stops at the first bad one. A directory
     without any model file is an error (a wrong ``--dir`` must not read as "all in sync")."""
     if not os.path.isdir(root):
         where = os.fspath(root)
         problem = Problem(where, "not a directory" if os.path.exists(root) else "no such directory")
-        return LoadResult(errors=(problem,))
+        return DesiredState(errors=(problem,))
     paths = list(discover(root))
     if not paths:
-        return LoadResult(errors=(no_model_files(root),))
+        return DesiredState(errors=(no_model_files(root),))
     return combine(load_file(p, root, env=env, now=now, policy=policy) for p in paths)
 
 
@@ -189,14 +196,12 @@ def check_ids(
     return valid, errors, warnings, invalid
 
 
-def combine(results: Iterable[FileResult]) -> LoadResult:
+def combine(results: Iterable[FileResult]) -> DesiredState:
     """Join per-file results into one desired state, failing every file that shares an id."""
     results = list(results)
-    valid, errors, warnings, invalid = check_ids(results, lambda r: r.definition is not None)
-    models = {
-        r.definition.id: ModelFile(r.path, r.definition, r.sensitive) for r in valid if r.definition
-    }
-    return LoadResult(models, tuple(errors), tuple(warnings), invalid, len(results))
+    valid, errors, warnings, invalid = check_ids(results, lambda r: r.body is not None)
+    models = {r.body["id"]: Desired(r.body, r.path, r.sensitive) for r in valid if r.body}
+    return DesiredState(models, tuple(errors), tuple(warnings), invalid, len(results))
 
 
 def load_file(
@@ -327,7 +332,7 @@ def _load(
         )
         for line, column in [locate(doc.text, loc)]
     )
-    return FileResult(shown, definition, definition.id, (), warnings, doc.sensitive)
+    return FileResult(shown, definition.to_api(), definition.id, (), warnings, doc.sensitive)
 
 
 # --- parsing ----------------------------------------------------------------------------------
@@ -390,8 +395,6 @@ def _near(path: str, sensitive: frozenset[FieldPath]) -> bool:
 
 # --- warnings ---------------------------------------------------------------------------------
 
-_MS_THRESHOLD = 100_000_000_000  # unix seconds reach this in the year 5138; ms passed it in 1973
-
 
 def _lint(
     definition: Definition,
@@ -410,7 +413,7 @@ def _lint(
             "inline-secret",
         )
     now = time.time() if now is None else now
-    if definition.created >= _MS_THRESHOLD:
+    if is_milliseconds(definition.created):
         ms = "looks like milliseconds; the API wants unix seconds"
         yield ("created",), "created", ms, "created-ms"
     elif definition.created > now + 86_400:

@@ -13,10 +13,11 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+from .. import defaults
 from ..text import printable
 
 SUFFIXES = (".toml", ".json")
-MAX_FILE_BYTES = 1 << 20  # 1 MiB: a model definition is a few hundred bytes
+MAX_FILE_BYTES = defaults.MAX_FILE_BYTES
 
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
 _OPEN_FLAGS |= getattr(os, "O_CLOEXEC", 0)
