@@ -90,24 +90,28 @@ class FakeClock:
         heapq.heappush(self._sleepers, (self._now + seconds, next(self._order), future))
         await future
 
-    def next_wake(self) -> float | None:
-        """Seconds until the earliest sleeper wakes (None: nobody sleeps)."""
+    def next_deadline(self) -> float | None:
+        """When (on :meth:`monotonic`'s scale) the earliest sleeper wakes; None: nobody sleeps."""
         self._drop_cancelled()
-        return self._sleepers[0][0] - self._now if self._sleepers else None
+        return self._sleepers[0][0] if self._sleepers else None
 
     async def advance(self, seconds: float) -> None:
         """Move time forward by ``seconds``, waking each sleeper whose moment comes, in order."""
-        target = self._now + seconds
+        await self.advance_to(self._now + seconds)
+
+    async def advance_to(self, moment: float) -> None:
+        """Move time forward to ``moment``, waking each sleeper due by then, in order; each
+        woken task runs up to its next wait before time moves on."""
         await _run_ready()  # tasks about to sleep get to, before time moves
         while True:
             self._drop_cancelled()
-            if not self._sleepers or self._sleepers[0][0] > target:
+            if not self._sleepers or self._sleepers[0][0] > moment:
                 break
             when, _, future = heapq.heappop(self._sleepers)
             self._now = max(self._now, when)
             future.set_result(None)
             await _run_ready()
-        self._now = target
+        self._now = max(self._now, moment)
         await _run_ready()
 
     def _drop_cancelled(self) -> None:

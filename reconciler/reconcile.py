@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import httpx
 
 from . import defaults, source
+from .clock import Clock
 from .config import FileConfig, Settings
 from .plan import Desired, FieldPath, PruneOptions
 from .registry import RegistryClient
@@ -62,10 +63,12 @@ def make_client(
     concurrency: int = defaults.CONCURRENCY,
     on_retry: Callable[[str], None] | None = None,
     wrap: Callable[[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport] | None = None,
+    clock: Clock | None = None,
 ) -> RegistryClient:
     """A client for ``target``; raises :class:`RegistryError` for a malformed URL. ``on_retry``
     gets the one-line notice when the registry stops answering (see :mod:`reconciler.registry`);
-    ``wrap`` wraps the transport (the daemon times every call there)."""
+    ``wrap`` wraps the transport (the daemon times every call there); ``clock`` times its
+    retries and spacing (default: the real clock)."""
     connections = max(concurrency, 1)
     transport: httpx.AsyncBaseTransport | None = None
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
@@ -84,6 +87,8 @@ def make_client(
         max_connections=connections,
         transport=transport,
         on_retry=on_retry,
+        sleep=clock.sleep if clock is not None else None,
+        clock=clock.monotonic if clock is not None else None,
     )
 
 

@@ -3,7 +3,9 @@ the CLI run as a user runs it, and a temp copy of the shipped ``models.d/``."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -13,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -153,10 +156,189 @@ class RunningRegistry:
         return {**clean_env(), "MKA1_API_URL": self.url, "MKA1_API_KEY": self.api_key}
 
 
+class ThreadRegistry:
+    """The local registry on a thread of the test process: the app, HTTP protocol and SQLite
+    store of ``registry serve``, on its own loopback port and database, without an interpreter
+    to start. Tests of the process itself (signals, exit status, SIGSTOP, its stderr as
+    written) use ``process_registry_factory``."""
+
+    def __init__(
+        self,
+        url: str,
+        api_key: str,
+        db: Path,
+        *,
+        strict_add: bool = False,
+        add_defaults: bool = False,
+        immutable_from: Path | None = None,
+        faults: dict[str, Any] | None = None,
+    ) -> None:
+        self.url, self.api_key, self.db = url, api_key, db
+        self._settings = {"strict_add": strict_add, "add_defaults": add_defaults}
+        self._immutable_from = immutable_from
+        self._faults = faults or {}
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self._lines: list[str] = []
+        self._handler: logging.Handler | None = None
+
+    control = RunningRegistry.control
+    counts = RunningRegistry.counts
+    env = RunningRegistry.env
+    _client = RunningRegistry._client
+
+    def stderr(self) -> str:
+        """The request log lines it wrote, as ``registry serve`` writes them to stderr."""
+        return "".join(self._lines)
+
+    def start(self) -> None:
+        """Serve (again) on the same port and database; return once it listens."""
+        import uvicorn
+
+        from reconciler import server, source
+        from reconciler.server.run import BoundedHttpTools, bind
+
+        assert self._thread is None or not self._thread.is_alive(), "already running"
+        immutable = []
+        if self._immutable_from is not None:
+            loaded = source.load_dir(self._immutable_from)
+            assert loaded.ok, loaded.errors
+            immutable = [m.definition.to_api() for _, m in sorted(loaded.models.items())]
+        store = server.Store(str(self.db))
+        app = server.create_app(
+            store,
+            self.api_key,
+            faults=server.Faults(**self._faults),
+            immutable=immutable,
+            **self._settings,
+        )
+        port = int(self.url.rsplit(":", 1)[1])
+        sock = bind("127.0.0.1", port)
+
+        class Server(uvicorn.Server):
+            @contextlib.contextmanager
+            def capture_signals(self) -> Iterator[None]:
+                yield
+
+        config = uvicorn.Config(
+            app,
+            http=BoundedHttpTools,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=5,
+        )
+        self._server = Server(config)
+
+        def serve() -> None:
+            try:
+                self._server.run(sockets=[sock])
+            finally:
+                store.close()
+                sock.close()
+
+        self._thread = threading.Thread(target=serve, name=f"registry {self.url}", daemon=True)
+        self._watch_log(self._thread)
+        self._thread.start()
+        deadline = time.monotonic() + START_DEADLINE
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                pytest.fail(f"registry thread did not start within {START_DEADLINE}s")
+            time.sleep(0.005)
+
+    def _watch_log(self, thread: threading.Thread) -> None:
+        lines, name = self._lines, thread.name
+
+        class Lines(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                if record.threadName == name:
+                    lines.append(self.format(record) + "\n")
+
+        logger = logging.getLogger("reconciler.server")
+        if self._handler is not None:
+            logger.removeHandler(self._handler)
+        self._handler = Lines()
+        self._handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+        logger.addHandler(self._handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False  # its lines are its own, not the test process's log
+
+    def stop(self, *, force: bool = False) -> None:
+        """Stop serving (finishing the requests in flight unless ``force``); afterwards
+        connections to the port are refused."""
+        if self._thread is None or not self._thread.is_alive():
+            return
+        self._server.force_exit = force
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+        if self._thread.is_alive():
+            pytest.fail("registry thread did not stop")
+
+    def kill(self) -> None:
+        self.stop(force=True)
+
+    def close(self) -> None:
+        self.stop(force=True)
+        if self._handler is not None:
+            logger = logging.getLogger("reconciler.server")
+            logger.removeHandler(self._handler)
+            logger.setLevel(logging.NOTSET)
+            logger.propagate = True
+
+
+def _faults_of(extra_args: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """``--latency-ms 300``-style fault flags as ``Faults`` fields (the others need a process)."""
+    from reconciler.server import Faults
+
+    faults: dict[str, Any] = {}
+    args = list(extra_args)
+    while args:
+        flag = args.pop(0)
+        name = flag.removeprefix("--").replace("-", "_")
+        if not flag.startswith("--") or name not in Faults.model_fields or not args:
+            raise ValueError(f"{flag}: use process_registry_factory for this flag")
+        faults[name] = float(args.pop(0))
+    return faults
+
+
 @pytest.fixture
-def registry_factory(tmp_path: Path) -> Iterator[Callable[..., RunningRegistry]]:
-    """Start registries: ``registry_factory(strict_add=, add_defaults=, immutable_from=,
-    extra_args=)``; each has its own port and database, all stopped at teardown."""
+def registry_factory(tmp_path: Path) -> Iterator[Callable[..., ThreadRegistry]]:
+    """Start registries on threads: ``registry_factory(strict_add=, add_defaults=,
+    immutable_from=, extra_args=)`` (fault flags); each has its own port and database, all
+    stopped at teardown."""
+    started: list[ThreadRegistry] = []
+
+    def make(
+        *,
+        strict_add: bool = False,
+        add_defaults: bool = False,
+        immutable_from: Path | None = None,
+        extra_args: tuple[str, ...] | list[str] = (),
+    ) -> ThreadRegistry:
+        n = len(started)
+        running = ThreadRegistry(
+            f"http://127.0.0.1:{free_port()}",
+            secrets.token_urlsafe(16),
+            tmp_path / f"registry-{n}.db",
+            strict_add=strict_add,
+            add_defaults=add_defaults,
+            immutable_from=immutable_from,
+            faults=_faults_of(extra_args),
+        )
+        started.append(running)
+        running.start()
+        return running
+
+    yield make
+    for running in started:
+        running.close()
+
+
+@pytest.fixture
+def process_registry_factory(tmp_path: Path) -> Iterator[Callable[..., RunningRegistry]]:
+    """Start ``registry serve`` subprocesses: ``process_registry_factory(strict_add=,
+    add_defaults=, immutable_from=, extra_args=)``; each has its own port and database, all
+    stopped at teardown."""
     started: list[RunningRegistry] = []
 
     def make(
@@ -194,9 +376,15 @@ def registry_factory(tmp_path: Path) -> Iterator[Callable[..., RunningRegistry]]
 
 
 @pytest.fixture
-def registry(registry_factory: Callable[..., RunningRegistry]) -> RunningRegistry:
+def registry(registry_factory: Callable[..., ThreadRegistry]) -> ThreadRegistry:
     """A fresh registry server for one test."""
     return registry_factory()
+
+
+@pytest.fixture
+def registry_process(process_registry_factory: Callable[..., RunningRegistry]) -> RunningRegistry:
+    """A fresh ``registry serve`` subprocess for one test."""
+    return process_registry_factory()
 
 
 class Upstream:
@@ -227,7 +415,10 @@ class Upstream:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # shutdown() waits for the loop's next poll: poll often, so a teardown costs no 0.5 s.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> None:
@@ -245,8 +436,42 @@ def upstream() -> Iterator[Upstream]:
     server.stop()
 
 
+def cli_in_process(
+    *args: str,
+    env: dict[str, str] | None = None,
+    cwd: Path | str | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    """``reconciler *args`` run in this process (Typer's CliRunner) with exactly ``env`` as its
+    environment and ``cwd`` as its directory; the answer a subprocess gives: exit status, stdout,
+    stderr (an uncaught exception is a traceback on stderr and status 1, as Python prints it).
+    ``timeout`` is for the subprocess runner's signature: pytest-timeout guards a hang here."""
+    from typer.testing import CliRunner
+
+    from reconciler.cli import app
+
+    env = clean_env() if env is None else env
+    overrides: dict[str, str | None] = {k: None for k in os.environ if k not in env}
+    overrides.update(env)
+    with contextlib.chdir(cwd if cwd is not None else os.getcwd()):
+        result = CliRunner().invoke(app, list(args), env=overrides, prog_name="reconciler")
+    code, stderr = result.exit_code, result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(result.exception))
+        code = 1
+    return subprocess.CompletedProcess(["reconciler", *args], code, result.stdout, stderr)
+
+
 @pytest.fixture
 def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run ``reconciler *args`` in-process (see :func:`cli_in_process`): the same parsing,
+    wiring, output and exit status as a user's run, without starting an interpreter. The few
+    end-to-end tests of each command use ``run_cli_process``."""
+    return cli_in_process
+
+
+@pytest.fixture
+def run_cli_process() -> Callable[..., subprocess.CompletedProcess[str]]:
     """Run ``python -m reconciler *args`` the way a user does; captured text output."""
 
     def run(
@@ -307,7 +532,9 @@ class Receiver:
         self._server.daemon_threads = True
         # A path that stands for a webhook's secret token: it must never be logged.
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/hooks/T0-secret-path"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), daemon=True
+        )
         self._thread.start()
 
     def fail_next(self, n: int, status: int = 503) -> None:

@@ -27,7 +27,7 @@ async def test_time_moves_only_when_told_and_sleepers_wake_in_order() -> None:
 
     tasks = [asyncio.create_task(sleeper(n, s)) for n, s in (("b", 5), ("a", 2), ("c", 60))]
     await asyncio.sleep(0)
-    assert clock.next_wake() == 2
+    assert clock.next_deadline() == 12
     for _ in range(20):  # the loop turns, real time passes: fake time does not
         await asyncio.sleep(0)
     assert woke == [] and clock.monotonic() == 10.0
@@ -35,7 +35,7 @@ async def test_time_moves_only_when_told_and_sleepers_wake_in_order() -> None:
     await clock.advance(5)
     assert woke == [("a", 12.0), ("b", 15.0)]  # each at its own moment, in order
     assert clock.monotonic() == 15.0 and clock.time() == 1_800_000_005.0
-    assert clock.next_wake() == 55
+    assert clock.next_deadline() == 70
     await clock.advance(100)
     assert woke[-1] == ("c", 70.0) and clock.monotonic() == 115.0
     await asyncio.gather(*tasks)
@@ -48,7 +48,7 @@ async def test_a_cancelled_sleeper_is_forgotten() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert clock.next_wake() is None
+    assert clock.next_deadline() is None
     await clock.advance(10)  # nothing to wake, nothing raised
 
 
@@ -65,7 +65,7 @@ async def test_wait_event_returns_on_the_event_or_the_timeout() -> None:
     await asyncio.sleep(0)
     event.set()
     assert await waiting is True
-    assert clock.next_wake() is None  # its timer went with it
+    assert clock.next_deadline() is None  # its timer went with it
     assert await wait_event(clock, event, 0) is True
 
 

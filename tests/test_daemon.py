@@ -1,7 +1,10 @@
-"""``reconciler watch`` as a subprocess, against the real local registry, on real files.
+"""``reconciler watch`` against the real local registry, on real files: in-process on fake time
+(:mod:`daemon_harness`) for what it decides and when, and as a subprocess end to end (a user's
+run, signals, its output).
 
 Every wait is a condition polled until a deadline (the registry's answer, /status, /readyz),
-never a fixed sleep. Intervals are short through flags so each test takes a few seconds.
+never a fixed sleep. In-process, timers fire when the test moves the clock; the subprocess tests
+make intervals short through flags.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 from conftest import API_PREFIX, REPO, RunningRegistry, Upstream, clean_env, free_port
-from prometheus_client.parser import text_string_to_metric_families
+from daemon_harness import JITTER, RESYNC, Harness, watching
 
 DEADLINE = 15.0
 SECRET = "sk-inline-do-not-show"
@@ -212,6 +215,73 @@ def watcher(
         w.close()
 
 
+# --- in-process conditions (daemon_harness.watching): each reads the daemon or the registry -----
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def present(w: Harness, *ids: str) -> bool:
+    return all([await w.entry(i) is not None for i in ids])
+
+
+async def absent(w: Harness, model_id: str) -> bool:
+    return await w.entry(model_id) is None
+
+
+async def rpm_is(w: Harness, model_id: str, rpm: int) -> bool:
+    return await w.rpm(model_id) == rpm
+
+
+async def rpms(w: Harness, want: dict[str, int]) -> bool:
+    return all([await w.rpm(i) == rpm for i, rpm in want.items()])
+
+
+async def state(w: Harness, model_id: str, want: str) -> dict[str, Any] | None:
+    """The model's /status row once it is in state ``want``."""
+    row = await w.model(model_id)
+    return row if row is not None and row["state"] == want else None
+
+
+async def row_field(w: Harness, model_id: str, name: str) -> Any:
+    return ((await w.model(model_id)) or {}).get(name)
+
+
+async def no_row(w: Harness, model_id: str) -> bool:
+    return await w.model(model_id) is None
+
+
+async def health_is(w: Harness, model_id: str, *, available: bool) -> bool:
+    row = await w.model(model_id)
+    return row is not None and row["health"]["available"] is available
+
+
+async def ready_is(w: Harness, code: int) -> bool:
+    return await w.ready() == code
+
+
+async def outage(w: Harness) -> dict[str, Any] | None:
+    status = await w.status()
+    return status if status["reason"] else None
+
+
+async def dir_error(w: Harness) -> Any:
+    return (await w.status())["directory_error"]
+
+
+async def no_dir_error(w: Harness) -> bool:
+    return (await w.status())["directory_error"] is None
+
+
+async def sample_is(w: Harness, key: tuple[str, tuple[tuple[str, str], ...]], value: float) -> bool:
+    return (await w.samples()).get(key) == value
+
+
+# --- end to end: ``reconciler watch`` as a subprocess -------------------------------------------
+
+
 def test_new_file_appears_and_an_edit_updates_it(watcher: Callable[..., Watcher], models: Path):
     write_model(models, "team:a", rpm=1)
     w = watcher()
@@ -236,133 +306,143 @@ def test_new_file_appears_and_an_edit_updates_it(watcher: Callable[..., Watcher]
     assert row["last_applied"] is not None
 
 
-def test_with_prune_a_deleted_file_is_removed_after_the_grace(
-    watcher: Callable[..., Watcher], models: Path, registry: RunningRegistry
+@pytest.mark.anyio
+async def test_with_prune_a_deleted_file_is_removed_after_the_grace(
+    registry: RunningRegistry, models: Path
 ):
     write_model(models, "team:a")
     write_model(models, "team:b")
-    w = watcher("--prune", "--owns", "team:*")
-    wait_for("both created", lambda: w.entry("team:a") and w.entry("team:b"))
+    async with watching(registry, models, owns=("team:*",)) as w:
+        await w.until("both created", lambda: present(w, "team:a", "team:b"))
 
-    (models / "team_b.toml").unlink()
-    wait_for("team:b removed", lambda: w.entry("team:b") is None)
-    assert w.entry("team:a") is not None
-    wait_for("team:b gone from /status", lambda: w.model("team:b") is None)
+        (models / "team_b.toml").unlink()
+        await w.until("team:b waiting out its grace", lambda: state(w, "team:b", "orphan"))
+        await w.advance(4.9)  # --prune-grace 5 s
+        assert await w.entry("team:b") is not None
+        await w.advance(0.1)
+        await w.until("team:b removed", lambda: absent(w, "team:b"))
+        assert await w.entry("team:a") is not None
+        await w.until("team:b gone from /status", lambda: no_row(w, "team:b"))
 
 
-def test_a_delete_and_rename_save_never_deletes(
-    watcher: Callable[..., Watcher], models: Path, registry: RunningRegistry
-):
+@pytest.mark.anyio
+async def test_a_delete_and_rename_save_never_deletes(registry: RunningRegistry, models: Path):
     write_model(models, "team:a")
     write_model(models, "team:b")
-    w = watcher("--prune", "--owns", "team:*")
-    wait_for("both created", lambda: w.entry("team:a") and w.entry("team:b"))
+    async with watching(registry, models, owns=("team:*",)) as w:
+        await w.until("both created", lambda: present(w, "team:a", "team:b"))
 
-    path = models / "team_b.toml"
-    path.unlink()  # some editors delete, then write the new content under the name again
-    write_model(models, "team:b", rpm=3)
-    saved = time.time()
-    wait_for("the new content", lambda: w.rpm("team:b") == 3)
-    wait_for("a full sync after the grace", lambda: w.synced_after(saved + 1.5), 20)
-    assert registry.counts()["remove"] == 0
-    assert w.entry("team:b") is not None
+        path = models / "team_b.toml"
+        path.unlink()  # some editors delete, then write the new content under the name again
+        write_model(models, "team:b", rpm=3)
+        saved = w.clock.time()
+        await w.until("the new content", lambda: rpm_is(w, "team:b", 3))
+        await w.advance(RESYNC * JITTER)  # past the grace, and a resync
+        await w.until("a full sync after the grace", lambda: w.synced_after(saved + 5))
+        assert registry.counts()["remove"] == 0
+        assert await w.entry("team:b") is not None
 
 
-def test_entries_changed_in_the_registry_are_restored(
-    watcher: Callable[..., Watcher], models: Path
+@pytest.mark.anyio
+async def test_entries_changed_in_the_registry_are_restored(
+    registry: RunningRegistry, models: Path
 ):
     write_model(models, "team:a", rpm=5)
     write_model(models, "team:b", rpm=5)
-    w = watcher()
-    wait_for("created", lambda: w.rpm("team:a") == 5 and w.rpm("team:b") == 5)
+    async with watching(registry, models) as w:
+        await w.until("created", lambda: rpms(w, {"team:a": 5, "team:b": 5}))
 
-    w.api.patch("/" + quote("team:a", safe=""), json={"rpm": 999}).raise_for_status()
-    w.api.delete("/" + quote("team:b", safe="")).raise_for_status()
-    assert w.rpm("team:a") == 999
-    wait_for("the edit undone", lambda: w.rpm("team:a") == 5)
-    wait_for("the deleted entry restored", lambda: w.rpm("team:b") == 5)
+        (await w.api.patch("/" + quote("team:a", safe=""), json={"rpm": 999})).raise_for_status()
+        (await w.api.delete("/" + quote("team:b", safe=""))).raise_for_status()
+        assert await w.rpm("team:a") == 999
+        await w.advance(RESYNC * JITTER)  # the resync timer
+        await w.until("the edit undone", lambda: rpm_is(w, "team:a", 5))
+        await w.until("the deleted entry restored", lambda: rpm_is(w, "team:b", 5))
 
 
 # With a long resync interval, the health round is what notices the outage.
-@pytest.mark.parametrize("resync", ["1", "3600"])
-def test_a_registry_outage_is_survived_and_readiness_follows_it(
-    watcher: Callable[..., Watcher], models: Path, registry: RunningRegistry, resync: str
+@pytest.mark.anyio
+@pytest.mark.parametrize("resync", [RESYNC, 3600.0])
+async def test_a_registry_outage_is_survived_and_readiness_follows_it(
+    models: Path, registry: RunningRegistry, resync: float
 ):
     write_model(models, "team:a", rpm=1)
-    w = watcher("--resync-interval", resync)
-    wait_for("ready", lambda: w.ready() == 200)
+    async with watching(registry, models, resync_interval=resync) as w:
+        await w.until("ready", lambda: ready_is(w, 200))
 
-    registry.stop()
-    wait_for("not ready while the registry is down", lambda: w.ready() == 503)
-    write_model(models, "team:a", rpm=2)  # an edit while the registry is away
-    status = wait_for("the outage reported", lambda: (s := w.status())["reason"] and s)
-    assert not status["registry"]["up"]
-    assert w.process is not None and w.process.poll() is None
+        registry.stop()
+        await w.advance(RESYNC * JITTER)  # the resync timer, or the health round
+        await w.until("not ready while the registry is down", lambda: ready_is(w, 503))
+        write_model(models, "team:a", rpm=2)  # an edit while the registry is away
+        status = await w.until("the outage reported", lambda: outage(w))
+        assert not status["registry"]["up"]
 
-    registry.start()
-    wait_for("ready again", lambda: w.ready() == 200, 20)
-    wait_for("the edit made during the outage", lambda: w.rpm("team:a") == 2)
+        registry.start()
+        await w.advance_until("ready again", lambda: ready_is(w, 200), step=5)
+        await w.until("the edit made during the outage", lambda: rpm_is(w, "team:a", 2))
 
 
-def test_registry_5xx_is_retried_and_the_write_lands(
-    watcher: Callable[..., Watcher], models: Path, registry: RunningRegistry
-):
+@pytest.mark.anyio
+async def test_registry_5xx_is_retried_and_the_write_lands(models: Path, registry: RunningRegistry):
     write_model(models, "team:a", rpm=1)
-    w = watcher()
-    wait_for("ready", lambda: w.ready() == 200)
-    registry.control(fail_writes=1.0)
-    write_model(models, "team:a", rpm=2)
-    wait_for("the failed write reported", lambda: (w.model("team:a") or {}).get("last_error"))
-    registry.control(fail_writes=0.0)
-    wait_for("the write retried by a resync", lambda: w.rpm("team:a") == 2)
-    wait_for("the error cleared", lambda: (w.model("team:a") or {}).get("state") == "synced")
+    async with watching(registry, models) as w:
+        await w.until("ready", lambda: ready_is(w, 200))
+        registry.control(fail_writes=1.0)
+        write_model(models, "team:a", rpm=2)
+        await w.until("the failed write reported", lambda: row_field(w, "team:a", "last_error"))
+        registry.control(fail_writes=0.0)
+        await w.advance_until("the write retried", lambda: rpm_is(w, "team:a", 2), step=1)
+        await w.until("the error cleared", lambda: state(w, "team:a", "synced"))
 
 
-def test_a_half_written_file_keeps_its_model(
-    watcher: Callable[..., Watcher], models: Path, registry: RunningRegistry
-):
+@pytest.mark.anyio
+async def test_a_half_written_file_keeps_its_model(models: Path, registry: RunningRegistry):
     write_model(models, "team:a", rpm=4)
     write_model(models, "team:b", rpm=4)
-    w = watcher("--prune", "--owns", "team:*")
-    wait_for("created", lambda: w.rpm("team:a") == 4 and w.rpm("team:b") == 4)
+    async with watching(registry, models, owns=("team:*",)) as w:
+        await w.until("created", lambda: rpms(w, {"team:a": 4, "team:b": 4}))
 
-    text = model_toml("team:a", rpm=5)
-    (models / "team_a.toml").write_text(text[: len(text) // 3])  # cut off mid-save
-    cut = time.time()
-    row = wait_for(
-        "team:a invalid", lambda: (m := w.model("team:a")) and m["state"] == "invalid" and m
-    )
-    assert "team_a.toml" in row["last_error"]
-    assert [f["file"] for f in w.status()["invalid_files"]] == ["team_a.toml"]
-    wait_for("a full sync after the grace", lambda: w.synced_after(cut + 1.5), 20)
-    assert w.rpm("team:a") == 4  # the last good state, untouched
-    assert registry.counts()["remove"] == 0
+        text = model_toml("team:a", rpm=5)
+        (models / "team_a.toml").write_text(text[: len(text) // 3])  # cut off mid-save
+        cut = w.clock.time()
+        row = await w.until("team:a invalid", lambda: state(w, "team:a", "invalid"))
+        assert "team_a.toml" in row["last_error"]
+        assert [f["file"] for f in (await w.status())["invalid_files"]] == ["team_a.toml"]
+        await w.advance(RESYNC * JITTER)  # past the grace, and a resync
+        await w.until("a full sync after the grace", lambda: w.synced_after(cut + 5))
+        assert await w.rpm("team:a") == 4  # the last good state, untouched
+        assert registry.counts()["remove"] == 0
 
-    (models / "team_a.toml").write_text(text)  # the save completes
-    wait_for("the completed save applied", lambda: w.rpm("team:a") == 5)
-    wait_for("valid again", lambda: (w.model("team:a") or {}).get("state") == "synced")
+        (models / "team_a.toml").write_text(text)  # the save completes
+        await w.until("the completed save applied", lambda: rpm_is(w, "team:a", 5))
+        await w.until("valid again", lambda: state(w, "team:a", "synced"))
 
 
-def test_the_directory_deleted_and_recreated(
-    watcher: Callable[..., Watcher], models: Path, registry: RunningRegistry
-):
+@pytest.mark.anyio
+async def test_the_directory_deleted_and_recreated(models: Path, registry: RunningRegistry):
     write_model(models, "team:a", rpm=1)
     write_model(models, "team:b", rpm=1)
-    w = watcher("--prune", "--owns", "team:*")
-    wait_for("created", lambda: w.rpm("team:a") == 1 and w.rpm("team:b") == 1)
+    async with watching(registry, models, owns=("team:*",)) as w:
+        await w.until("created", lambda: rpms(w, {"team:a": 1, "team:b": 1}))
 
-    shutil.rmtree(models)
-    gone = time.time()
-    wait_for("the missing directory reported", lambda: w.status()["directory_error"])
-    wait_for("a full sync after the grace", lambda: w.synced_after(gone + 1.5), 20)
-    assert registry.counts()["remove"] == 0
+        shutil.rmtree(models)
+        gone = w.clock.time()
+        await w.until("the missing directory reported", lambda: dir_error(w))
+        await w.advance(RESYNC * JITTER)  # past the grace, and a resync
+        await w.until("a full sync after the grace", lambda: w.synced_after(gone + 5))
+        assert registry.counts()["remove"] == 0
 
-    models.mkdir()
-    write_model(models, "team:a", rpm=2)
-    write_model(models, "team:b", rpm=2)
-    wait_for("files in the new directory applied", lambda: w.rpm("team:a") == w.rpm("team:b") == 2)
-    wait_for("the directory error cleared", lambda: w.status()["directory_error"] is None)
-    assert registry.counts()["remove"] == 0
+        models.mkdir()
+        write_model(models, "team:a", rpm=2)
+        write_model(models, "team:b", rpm=2)
+        # The watcher looks for the directory every 0.25 s of the daemon's clock.
+        await w.advance_until(
+            "files in the new directory applied",
+            lambda: rpms(w, {"team:a": 2, "team:b": 2}),
+            step=0.25,
+        )
+        await w.until("the directory error cleared", lambda: no_dir_error(w))
+        assert registry.counts()["remove"] == 0
 
 
 def _swap_link(link: Path, target: str) -> None:
@@ -372,38 +452,40 @@ def _swap_link(link: Path, target: str) -> None:
     os.replace(tmp, link)
 
 
-def test_a_directory_swapped_under_a_symlink_is_rescanned(
-    watcher: Callable[..., Watcher], models: Path, registry: RunningRegistry, tmp_path: Path
+@pytest.mark.anyio
+async def test_a_directory_swapped_under_a_symlink_is_rescanned(
+    models: Path, registry: RunningRegistry, tmp_path: Path
 ):
-    # git-sync: --dir goes through a link that is swapped to a new checkout. No periodic resync
-    # here, so only the watcher can notice.
+    # git-sync: --dir goes through a link that is swapped to a new checkout. The clock never
+    # moves here, so no timer can fire: only the watcher can notice.
     (tmp_path / "v1").mkdir()
     write_model(tmp_path / "v1", "team:a", rpm=1)
     link = tmp_path / "current"
     link.symlink_to("v1")
-    w = watcher("--resync-interval", "3600", directory=link)
-    wait_for("created", lambda: w.rpm("team:a") == 1)
+    async with watching(registry, link) as w:
+        await w.until("created", lambda: rpm_is(w, "team:a", 1))
 
-    (tmp_path / "v2").mkdir()
-    write_model(tmp_path / "v2", "team:a", rpm=2)
-    _swap_link(link, "v2")
-    wait_for("the swapped-in checkout applied", lambda: w.rpm("team:a") == 2)
+        (tmp_path / "v2").mkdir()
+        write_model(tmp_path / "v2", "team:a", rpm=2)
+        _swap_link(link, "v2")
+        await w.until("the swapped-in checkout applied", lambda: rpm_is(w, "team:a", 2))
 
 
-def test_a_configmap_update_is_noticed(watcher: Callable[..., Watcher], models: Path):
+@pytest.mark.anyio
+async def test_a_configmap_update_is_noticed(models: Path, registry: RunningRegistry):
     # The kubelet's layout: files are links into ..data, which is swapped to a new timestamped
-    # folder in one rename; the model file names themselves see no event.
+    # folder in one rename; the model file names themselves see no event. No timer fires here.
     (models / "..v1").mkdir()
     write_model(models / "..v1", "team:a", rpm=1)
     (models / "..data").symlink_to("..v1")
     (models / "team_a.toml").symlink_to("..data/team_a.toml")
-    w = watcher("--resync-interval", "3600")
-    wait_for("created", lambda: w.rpm("team:a") == 1)
+    async with watching(registry, models) as w:
+        await w.until("created", lambda: rpm_is(w, "team:a", 1))
 
-    (models / "..v2").mkdir()
-    write_model(models / "..v2", "team:a", rpm=2)
-    _swap_link(models / "..data", "..v2")
-    wait_for("the new ConfigMap content applied", lambda: w.rpm("team:a") == 2)
+        (models / "..v2").mkdir()
+        write_model(models / "..v2", "team:a", rpm=2)
+        _swap_link(models / "..data", "..v2")
+        await w.until("the new ConfigMap content applied", lambda: rpm_is(w, "team:a", 2))
 
 
 def test_sigterm_finishes_the_write_in_flight_and_exits_0(
@@ -441,64 +523,56 @@ def test_sigint_exits_0_and_sighup_resyncs(
     assert w.signal(signal.SIGINT) == 0
 
 
-def _samples(w: Watcher) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    response = w.http.get("/metrics")
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain")
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(response.text)
-        for s in family.samples
-    }
-
-
-def test_metrics_parse_and_move(watcher: Callable[..., Watcher], models: Path):
+@pytest.mark.anyio
+async def test_metrics_parse_and_move(models: Path, registry: RunningRegistry):
     write_model(models, "team:a", rpm=1)
-    w = watcher()
-    wait_for("ready", lambda: w.ready() == 200)
-    before = _samples(w)
-    assert before[("reconciler_writes_total", (("action", "create"), ("outcome", "ok")))] == 1
-    assert before[("reconciler_ready", ())] == 1
-    assert before[("reconciler_last_successful_sync_timestamp_seconds", ())] > 0
-    assert before[("reconciler_models", (("state", "synced"),))] == 1
-    update = ("reconciler_writes_total", (("action", "update"), ("outcome", "ok")))
-    assert before.get(update, 0) == 0
+    async with watching(registry, models) as w:
+        await w.until("ready", lambda: ready_is(w, 200))
+        before = await w.samples()
+        assert before[("reconciler_writes_total", (("action", "create"), ("outcome", "ok")))] == 1
+        assert before[("reconciler_ready", ())] == 1
+        assert before[("reconciler_last_successful_sync_timestamp_seconds", ())] > 0
+        assert before[("reconciler_models", (("state", "synced"),))] == 1
+        update = ("reconciler_writes_total", (("action", "update"), ("outcome", "ok")))
+        assert before.get(update, 0) == 0
 
-    write_model(models, "team:a", rpm=2)
-    wait_for("the update counted", lambda: _samples(w).get(update) == 1)
-    after = _samples(w)
-    runs = ("reconciler_reconcile_runs_total", (("kind", "incremental"), ("result", "ok")))
-    assert after[runs] >= 1
-    count = ("reconciler_reconcile_duration_seconds_count", (("kind", "full"),))
-    assert after[count] >= before[count]
-    assert after[("reconciler_file_events_total", ())] >= 1
-    assert after[("reconciler_model_available", (("id", "team:a"),))] == 1  # mode off: available
+        write_model(models, "team:a", rpm=2)
+        await w.until("the update counted", lambda: sample_is(w, update, 1))
+        after = await w.samples()
+        runs = ("reconciler_reconcile_runs_total", (("kind", "incremental"), ("result", "ok")))
+        assert after[runs] >= 1
+        count = ("reconciler_reconcile_duration_seconds_count", (("kind", "full"),))
+        assert after[count] >= before[count]
+        assert after[("reconciler_file_events_total", ())] >= 1
+        available = ("reconciler_model_available", (("id", "team:a"),))
+        assert after[available] == 1  # mode off: available
 
 
-def test_status_reports_health_from_a_live_and_a_dead_upstream(
-    watcher: Callable[..., Watcher], models: Path, upstream: Upstream
+@pytest.mark.anyio
+async def test_status_reports_health_from_a_live_and_a_dead_upstream(
+    models: Path, registry: RunningRegistry, upstream: Upstream
 ):
     dead = f"http://127.0.0.1:{free_port()}/health"
     write_model(models, "team:live", health=upstream.url + "/health")
     write_model(models, "team:dead", health=dead)
-    w = watcher()
+    async with watching(registry, models) as w:
 
-    def checked() -> dict[str, Any] | None:
-        rows = {m["id"]: m for m in w.status()["models"]}
-        done = all(rows.get(i, {}).get("health", {}).get("checked_at") for i in rows)
-        return rows if len(rows) == 2 and done else None
+        async def checked() -> dict[str, Any] | None:
+            rows = {m["id"]: m for m in (await w.status())["models"]}
+            done = all(rows.get(i, {}).get("health", {}).get("checked_at") for i in rows)
+            return rows if len(rows) == 2 and done else None
 
-    rows = wait_for("both health checks", checked)
-    assert rows["team:live"]["health"]["available"] is True
-    assert rows["team:live"]["health"]["error"] is None
-    assert rows["team:dead"]["health"]["available"] is False
-    assert rows["team:dead"]["health"]["error"]
+        rows = await w.until("both health checks", checked)
+        assert rows["team:live"]["health"]["available"] is True
+        assert rows["team:live"]["health"]["error"] is None
+        assert rows["team:dead"]["health"]["available"] is False
+        assert rows["team:dead"]["health"]["error"]
 
-    upstream.healthy = False
-    wait_for(
-        "the live upstream seen down",
-        lambda: (w.model("team:live") or {}).get("health", {}).get("available") is False,
-    )
+        upstream.healthy = False
+        await w.advance(RESYNC * JITTER)  # --health-interval 60 s
+        await w.until(
+            "the live upstream seen down", lambda: health_is(w, "team:live", available=False)
+        )
 
 
 def test_a_bad_api_key_is_reported_and_nothing_leaks(
@@ -522,46 +596,54 @@ def test_a_bad_api_key_is_reported_and_nothing_leaks(
         assert "wrong-key-do-not-show" not in text
 
 
-def test_hostile_files_arriving_while_it_runs_fail_alone(
-    watcher: Callable[..., Watcher], models: Path, registry: RunningRegistry
+@pytest.mark.anyio
+async def test_hostile_files_arriving_while_it_runs_fail_alone(
+    models: Path, registry: RunningRegistry, monkeypatch: pytest.MonkeyPatch
 ):
+    monkeypatch.setenv("MKA1_API_KEY", registry.api_key)  # as watch has it
     write_model(models, "team:a")
-    w = watcher("--log-format", "json")
-    wait_for("synced", lambda: (w.model("team:a") or {}).get("state") == "synced")
-    os.mkfifo(models / "fifo.toml")
-    (models / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
-    (models / "leak.toml").write_text(
-        model_toml("team:leak").replace('modelId = "leak"', 'modelId = "${MKA1_API_KEY}"')
-    )
-    (models / "sub").mkdir()
-    os.symlink("..", models / "sub" / "up")
-    os.symlink(".", models / "self")
-    write_model(models, "team:b")
-    wait_for("team:b synced", lambda: (w.model("team:b") or {}).get("state") == "synced")
-    expected = {"fifo.toml", "deep.json", "leak.toml"}
+    async with watching(registry, models) as w:
+        await w.until("synced", lambda: state(w, "team:a", "synced"))
+        os.mkfifo(models / "fifo.toml")
+        (models / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+        (models / "leak.toml").write_text(
+            model_toml("team:leak").replace('modelId = "leak"', 'modelId = "${MKA1_API_KEY}"')
+        )
+        (models / "sub").mkdir()
+        os.symlink("..", models / "sub" / "up")
+        os.symlink(".", models / "self")
+        write_model(models, "team:b")
+        await w.until("team:b synced", lambda: state(w, "team:b", "synced"))
+        expected = {"fifo.toml", "deep.json", "leak.toml"}
 
-    def invalid() -> set[str]:
-        return {os.path.basename(f["file"]) for f in w.status()["invalid_files"]}
+        async def invalid() -> set[str]:
+            return {os.path.basename(f["file"]) for f in (await w.status())["invalid_files"]}
 
-    wait_for("the hostile files reported", lambda: invalid() == expected)
-    moment = time.time()
-    wait_for("a full resync", lambda: w.synced_after(moment))  # a rescan walks the links
-    status = w.status()
-    assert status["files"] == 5 and invalid() == expected  # each real file once
-    assert w.http.get("/healthz").status_code == 200 and w.ready() == 200
-    assert w.entry("team:leak") is None
-    for text in (w.output(), json.dumps(status), w.http.get("/").text):
-        assert registry.api_key not in text
+        async def all_reported() -> bool:
+            return await invalid() == expected
+
+        await w.until("the hostile files reported", all_reported)
+        moment = w.clock.time()
+        await w.advance(RESYNC * JITTER)
+        await w.until("a full resync", lambda: w.synced_after(moment))  # a rescan walks links
+        status = await w.status()
+        assert status["files"] == 5 and await invalid() == expected  # each real file once
+        assert (await w.web.get("/healthz")).status_code == 200 and await w.ready() == 200
+        assert await w.entry("team:leak") is None
+        page = (await w.web.get("/")).text
+        for text in (w.output(), json.dumps(status), page):
+            assert registry.api_key not in text
 
 
-def test_nothing_secret_is_served(watcher: Callable[..., Watcher], models: Path):
+@pytest.mark.anyio
+async def test_nothing_secret_is_served(models: Path, registry: RunningRegistry):
     write_model(models, "team:a", secret=True)
-    w = watcher()
-    wait_for("synced", lambda: (w.model("team:a") or {}).get("state") == "synced")
-    served = [w.http.get(p).text for p in ("/", "/status", "/metrics", "/readyz")]
-    for text in [*served, w.output()]:
-        assert SECRET not in text
-        assert w.registry.api_key not in text
+    async with watching(registry, models) as w:
+        await w.until("synced", lambda: state(w, "team:a", "synced"))
+        served = [(await w.web.get(p)).text for p in ("/", "/status", "/metrics", "/readyz")]
+        for text in [*served, w.output()]:
+            assert SECRET not in text
+            assert registry.api_key not in text
 
 
 def _chromium() -> str | None:

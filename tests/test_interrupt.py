@@ -123,9 +123,9 @@ def test_a_signal_during_sync_starts_no_new_write_and_reports_what_landed(
 
 
 def test_a_second_signal_abandons_the_writes_in_flight(
-    registry_factory: Callable[..., RunningRegistry], tmp_path: Path
+    process_registry_factory: Callable[..., RunningRegistry], tmp_path: Path
 ) -> None:
-    registry = registry_factory(extra_args=["--latency-ms", "300"])
+    registry = process_registry_factory(extra_args=["--latency-ms", "300"])
     model_files(tmp_path / "models.d", 20)
     proc = cli(registry, tmp_path, "sync", "--dir", "models.d", "--concurrency", "2")
     assert registry.process is not None and proc.stderr is not None
@@ -184,9 +184,9 @@ def test_a_signal_while_reading_the_registry_ends_a_one_shot_command(
 
 
 def test_registry_killed_mid_sync_ends_it_saying_what_landed(
-    registry_factory: Callable[..., RunningRegistry], tmp_path: Path
+    process_registry_factory: Callable[..., RunningRegistry], tmp_path: Path
 ) -> None:
-    registry = registry_factory(extra_args=["--latency-ms", "300"])
+    registry = process_registry_factory(extra_args=["--latency-ms", "300"])
     ids = model_files(tmp_path / "models.d", 200)
     proc = cli(registry, tmp_path, "sync", "--dir", "models.d", "--concurrency", str(CONCURRENCY))
     try:
@@ -252,9 +252,9 @@ def test_sigterm_stops_the_daemon_starting_writes_and_it_exits_0(
 
 
 def test_a_hung_registry_ends_the_sync_too(
-    registry_factory: Callable[..., RunningRegistry], tmp_path: Path
+    process_registry_factory: Callable[..., RunningRegistry], tmp_path: Path
 ) -> None:
-    registry = registry_factory(extra_args=["--latency-ms", "200"])
+    registry = process_registry_factory(extra_args=["--latency-ms", "200"])
     ids = model_files(tmp_path / "models.d", 100)
     proc = cli(registry, tmp_path, "sync", "--dir", "models.d", "--timeout", "1")
     assert registry.process is not None

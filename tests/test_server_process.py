@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,14 @@ import httpx
 import pytest
 from conftest import REPO, RunningRegistry, Upstream, clean_env
 from helpers import API, item, minimal
+
+
+@pytest.fixture
+def registry_factory(
+    process_registry_factory: Callable[..., RunningRegistry],
+) -> Callable[..., RunningRegistry]:
+    """``registry serve`` as the process it is: these tests are about the process."""
+    return process_registry_factory
 
 
 def client_for(registry: RunningRegistry) -> httpx.Client:

@@ -26,6 +26,14 @@ from reconciler.server.run import MAX_HEAD, BoundedHttpTools, bind, url_of
 runner = CliRunner()
 
 
+@pytest.fixture
+def registry_factory(
+    process_registry_factory: Callable[..., RunningRegistry],
+) -> Callable[..., RunningRegistry]:
+    """``registry serve`` as the process it is: these tests are about the process."""
+    return process_registry_factory
+
+
 def exchange(registry: RunningRegistry, data: bytes, deadline: float = 15.0) -> bytes:
     """Send ``data`` on a fresh connection, then read until the server closes it."""
     port = int(registry.url.rsplit(":", 1)[1])

@@ -81,8 +81,10 @@ def assemble(
     timeout: float = defaults.TIMEOUT,
     rps: float | None = None,
     clock: Clock = SYSTEM,
+    registry_clock: Clock | None = None,
 ) -> tuple[Daemon, Notifier]:
-    """The daemon and its notifier, wired to one registry and one clock (nothing started)."""
+    """The daemon and its notifier, wired to one registry and one clock (nothing started);
+    ``registry_clock`` times the client's retries within one call (default: the real clock)."""
     metrics = Metrics(dry_run=options.dry_run)
     client = make_client(
         target,
@@ -90,6 +92,7 @@ def assemble(
         rps=rps,
         concurrency=options.concurrency,
         wrap=metrics.transport,
+        clock=registry_clock,
     )
     client.retry = DAEMON_RETRY
     notifier = Notifier(options.notify, count=metrics.count_notification, log=log, clock=clock)

@@ -104,6 +104,7 @@ class Daemon:
         self.live: dict[str, Entry] | None = None
         self.models: dict[str, ModelStatus] = {}
         self.orphans: dict[str, float] = {}
+        self.fenced: set[str] = set()  # orphans due, held back by --max-deletes: wait for a resync
         self.deleted_at: list[float] = []  # our recent deletes, for the --max-deletes window
         self.reported: dict[str, tuple[str, ...]] = {}  # --dry-run: drift already reported
         self.readiness = Readiness()
@@ -180,21 +181,15 @@ class Daemon:
     def _next_wake(self) -> float:
         if self._pending or self._full_reason:
             return 0.0
-        now = self.clock.monotonic()
-        delays = [self._resync_at - now]
-        due = next_due(self.orphans, self.clock.time(), self.options.prune_grace)
-        if due is not None:
-            delays.append(due)
-        return max(0.0, min(delays))
+        resync, grace = self._resync_at - self.clock.monotonic(), self._grace_left()
+        return max(0.0, resync if grace is None else min(resync, grace))
 
     async def run_once(self) -> None:
         """One reconcile: full when asked for or due, else only the files that changed."""
         reason = self._full_reason
         if reason is None and self.clock.monotonic() >= self._resync_at:
             reason = "retry" if self._failures else "resync"
-        if reason is None and due_orphans(
-            self.orphans, self.clock.time(), self.options.prune_grace
-        ):
+        if reason is None and self._grace_left() == 0:
             reason = "prune grace over"
         paths, self._pending = self._pending, set()
         self._full_reason = None
@@ -301,6 +296,7 @@ class Daemon:
         self.orphans = track_orphans(self.orphans, deletes, now)
         due = due_orphans(self.orphans, now, self.options.prune_grace)
         skipped = plan.prune_skipped
+        self.fenced = set()
         if due and prune is not None and not prune.force:
             allowed, self.deleted_at = fence_deletes(
                 self.deleted_at,
@@ -316,11 +312,17 @@ class Daemon:
                     f"--max-deletes {prune.max_deletes}; pass --force (or a higher "
                     "--max-deletes) to delete them"
                 )
-                due = set()
+                self.fenced, due = due, set()
         if skipped and prune is not None:
             self.metrics.of(self.metrics.prune_skipped, reason=prune_reason(skipped)).inc()
         changes = tuple(c for c in plan.changes if c.action is not Action.DELETE or c.id in due)
         return Plan(changes, skipped)
+
+    def _grace_left(self) -> float | None:
+        """Seconds until an orphan's grace is over (0: it is; None: none waits). Those the fence
+        holds back wait for the resync timer: waking for them now would list in a loop."""
+        waiting = {i: t for i, t in self.orphans.items() if i not in self.fenced}
+        return next_due(waiting, self.clock.time(), self.options.prune_grace)
 
     # --- incremental --------------------------------------------------------------------------
 
