@@ -203,7 +203,7 @@ class ThreadRegistry:
         if self._immutable_from is not None:
             loaded = source.load_dir(self._immutable_from)
             assert loaded.ok, loaded.errors
-            immutable = [m.definition.to_api() for _, m in sorted(loaded.models.items())]
+            immutable = [dict(m.body) for _, m in sorted(loaded.models.items())]
         store = server.Store(str(self.db))
         app = server.create_app(
             store,

@@ -1,5 +1,5 @@
-"""``reconciler export`` and ``reconciler health`` run as subprocesses against a real local
-registry on loopback, with real files in a temp dir."""
+"""``reconciler export`` and ``reconciler health`` against a real local registry on loopback, with
+real files in a temp dir: in-process (``run_cli``), one of each as a subprocess."""
 
 from __future__ import annotations
 
@@ -75,12 +75,12 @@ def closed_port_url() -> str:
 # --- export -----------------------------------------------------------------------------------
 
 
-def test_export_round_trip_with_placeholders(registry, run_cli, tmp_path: Path) -> None:
+def test_export_round_trip_with_placeholders(registry, run_cli_process, tmp_path: Path) -> None:
     models = shipped()
     add(registry, *models.values(), *secret_models())
     out_dir = tmp_path / "adopted" / "models.d"  # does not exist yet: export creates it
 
-    result = run_cli("export", "--dir", str(out_dir), env=registry.env())
+    result = run_cli_process("export", "--dir", str(out_dir), env=registry.env())
     assert result.returncode == 0, result.stderr
     names = sorted(p.name for p in out_dir.iterdir())
     assert names == sorted(
@@ -99,13 +99,13 @@ def test_export_round_trip_with_placeholders(registry, run_cli, tmp_path: Path) 
     assert "X-Tenant" in (out_dir / "meetkai_team-proxy.toml").read_text()
 
     # Without the variables the secret-bearing files fail, and diff changes nothing for them.
-    missing = run_cli("validate", "--dir", str(out_dir), env=registry.env())
+    missing = run_cli_process("validate", "--dir", str(out_dir), env=registry.env())
     assert missing.returncode == 1
     assert "MEETKAI_TEAM_SECRET_API_KEY is not set" in missing.stderr
-    diff_missing = run_cli("diff", "--dir", str(out_dir), env=registry.env())
+    diff_missing = run_cli_process("diff", "--dir", str(out_dir), env=registry.env())
     assert diff_missing.returncode == 1
     assert "to delete" in diff_missing.stdout and "0 to delete" in diff_missing.stdout
-    sync_missing = run_cli("sync", "--dir", str(out_dir), env=registry.env())
+    sync_missing = run_cli_process("sync", "--dir", str(out_dir), env=registry.env())
     assert sync_missing.returncode == 1
     assert get(registry, "meetkai:team-secret")["definition"]["auth"]["value"] == SECRET_KEY
     proxy = get(registry, "meetkai:team-proxy")["definition"]["auth"]["headers"]
@@ -113,9 +113,9 @@ def test_export_round_trip_with_placeholders(registry, run_cli, tmp_path: Path) 
 
     # With the variables set: valid, and zero changes.
     env = {**registry.env(), **SECRET_VARS}
-    valid = run_cli("validate", "--dir", str(out_dir), env=env)
+    valid = run_cli_process("validate", "--dir", str(out_dir), env=env)
     assert valid.returncode == 0, valid.stdout
-    diff = run_cli("diff", "--dir", str(out_dir), "--output", "json", env=env)
+    diff = run_cli_process("diff", "--dir", str(out_dir), "--output", "json", env=env)
     assert diff.returncode == 0, diff.stdout + diff.stderr
     summary = json.loads(diff.stdout)["summary"]
     assert summary["create"] == summary["update"] == summary["delete"] == 0
@@ -295,9 +295,9 @@ def test_health_without_check_shows_the_registry_state(health_setup, run_cli) ->
     assert len(health_setup["upstream"].requests) == 0
 
 
-def test_health_check_probes_and_fails_on_a_dead_model(health_setup, run_cli) -> None:
+def test_health_check_probes_and_fails_on_a_dead_model(health_setup, run_cli_process) -> None:
     registry, models, upstream = (health_setup[k] for k in ("registry", "dir", "upstream"))
-    code, doc = health_json(run_cli, registry.env(), "--dir", str(models), "--check")
+    code, doc = health_json(run_cli_process, registry.env(), "--dir", str(models), "--check")
     assert code == 1
     assert doc["meetkai:live"]["available"] is True and doc["meetkai:live"]["error"] is None
     assert doc["meetkai:dead"]["available"] is False and doc["meetkai:dead"]["error"]
@@ -306,10 +306,10 @@ def test_health_check_probes_and_fails_on_a_dead_model(health_setup, run_cli) ->
     assert ("GET", "/health") in upstream.requests
 
     # Without --check, the stored result of that probe is shown, and still fails CI.
-    code, doc = health_json(run_cli, registry.env(), "--dir", str(models))
+    code, doc = health_json(run_cli_process, registry.env(), "--dir", str(models))
     assert code == 1 and doc["meetkai:dead"]["available"] is False
 
-    text = run_cli("health", "--dir", str(models), env=registry.env())
+    text = run_cli_process("health", "--dir", str(models), env=registry.env())
     assert text.returncode == 1
     row = next(line for line in text.stdout.splitlines() if "meetkai:dead" in line)
     assert " no " in row

@@ -1,5 +1,6 @@
-"""``reconciler diff`` and ``sync`` run as a user runs them (a subprocess), against a real local
-registry on a loopback port, over real files in a temp dir."""
+"""``reconciler diff`` and ``sync`` against a real local registry on a loopback port, over real
+files in a temp dir: in-process (``run_cli``: the same parsing, output and exit status), and a few
+as a user runs them, a subprocess (``run_cli_process``)."""
 
 from __future__ import annotations
 
@@ -94,21 +95,21 @@ def team_dir(tmp_path: Path) -> Path:
 
 
 def test_diff_sync_diff_round_trip(
-    run_cli: Run, registry: RunningRegistry, models_dir: Path
+    run_cli_process: Run, registry: RunningRegistry, models_dir: Path
 ) -> None:
-    before = run_cli("diff", "--dir", str(models_dir), env=registry.env())
+    before = run_cli_process("diff", "--dir", str(models_dir), env=registry.env())
     assert before.returncode == 2, before.stderr
     assert "Plan: 6 to create, 0 to update, 0 to delete, 0 immutable skipped, 0 invalid." in (
         before.stdout
     )
     assert registry.counts()["writes"] == 0  # diff changes nothing
 
-    synced = run_cli("sync", "--dir", str(models_dir), env=registry.env())
+    synced = run_cli_process("sync", "--dir", str(models_dir), env=registry.env())
     assert synced.returncode == 0, synced.stdout + synced.stderr
     assert "6 of 6 writes succeeded" in synced.stdout
     assert set(live(registry)) == {p.stem.replace("_", ":", 1) for p in models_dir.glob("*.toml")}
 
-    after = run_cli("diff", "--dir", str(models_dir), env=registry.env())
+    after = run_cli_process("diff", "--dir", str(models_dir), env=registry.env())
     assert after.returncode == 0, after.stdout
     assert "0 to create, 0 to update, 0 to delete" in after.stdout
 
@@ -525,19 +526,19 @@ def assert_no_secret(text: str, *secrets: str) -> None:
 
 
 def test_secrets_never_print_but_changes_show(
-    run_cli: Run, registry: RunningRegistry, tmp_path: Path
+    run_cli_process: Run, registry: RunningRegistry, tmp_path: Path
 ) -> None:
     directory = tmp_path / "secret.d"
     directory.mkdir()
     secret_models(directory, SECRET_OLD, HEADER_OLD)
-    created = run_cli("sync", "--dir", str(directory), env=registry.env())
+    created = run_cli_process("sync", "--dir", str(directory), env=registry.env())
     assert created.returncode == 0
     assert_no_secret(created.stdout + created.stderr, SECRET_OLD, HEADER_OLD, registry.api_key)
     assert "(redacted)" in created.stdout
 
     secret_models(directory, SECRET_NEW, HEADER_NEW)
     every = (SECRET_OLD, SECRET_NEW, HEADER_OLD, HEADER_NEW, registry.api_key)
-    text = run_cli("diff", "--dir", str(directory), env=registry.env())
+    text = run_cli_process("diff", "--dir", str(directory), env=registry.env())
     assert text.returncode == 2
     assert_no_secret(text.stdout + text.stderr, *every)
     assert "~ auth.value: (redacted) -> (redacted)" in text.stdout
@@ -545,7 +546,7 @@ def test_secrets_never_print_but_changes_show(
     assert "~ auth.strategies[0].value: (redacted) -> (redacted)" in text.stdout
     assert "~ auth.strategies[1].headers.X-Tenant: (redacted) -> (redacted)" in text.stdout
 
-    raw = run_cli("diff", "--dir", str(directory), "-o", "json", env=registry.env())
+    raw = run_cli_process("diff", "--dir", str(directory), "-o", "json", env=registry.env())
     assert_no_secret(raw.stdout + raw.stderr, *every)
     doc = json.loads(raw.stdout)
     assert doc["summary"]["update"] == 3
@@ -557,7 +558,7 @@ def test_secrets_never_print_but_changes_show(
         "new": "(redacted)",
     }
 
-    synced = run_cli("sync", "--dir", str(directory), env=registry.env())
+    synced = run_cli_process("sync", "--dir", str(directory), env=registry.env())
     assert synced.returncode == 0
     assert_no_secret(synced.stdout + synced.stderr, *every)
     assert live(registry)["meetkai:team-a"]["definition"]["auth"]["value"] == SECRET_NEW
@@ -608,10 +609,12 @@ def test_invalid_file_diff_exit_1_and_sync_applies_the_rest(
     assert set(live(registry)) == {"meetkai:team-a", "meetkai:team-b", "meetkai:team-c"}
 
 
-def test_bad_key_is_one_clear_line(run_cli: Run, registry: RunningRegistry, team_dir: Path) -> None:
+def test_bad_key_is_one_clear_line(
+    run_cli_process: Run, registry: RunningRegistry, team_dir: Path
+) -> None:
     env = {**registry.env(), "MKA1_API_KEY": "wrong-key-123"}
     for command in ("diff", "sync"):
-        result = run_cli(command, "--dir", str(team_dir), env=env)
+        result = run_cli_process(command, "--dir", str(team_dir), env=env)
         assert result.returncode == 1
         assert result.stderr.count("\n") == 1, result.stderr
         assert "API key" in result.stderr and "403" in result.stderr
@@ -686,13 +689,13 @@ def test_json_output_is_one_object_with_right_counts(
 
 
 def test_no_progress_bar_when_piped(
-    run_cli: Run, registry: RunningRegistry, tmp_path: Path
+    run_cli_process: Run, registry: RunningRegistry, tmp_path: Path
 ) -> None:
     many = tmp_path / "many.d"
     many.mkdir()
     for i in range(12):
         write_model(many, f"meetkai:team-{i:02d}")
-    result = run_cli("sync", "--dir", str(many), env=registry.env())
+    result = run_cli_process("sync", "--dir", str(many), env=registry.env())
     assert result.returncode == 0
     assert "syncing" not in result.stdout and "\x1b[" not in result.stdout
 
