@@ -1,7 +1,5 @@
-"""Desired + live -> plan. Pure: no I/O, plain data in and out, tested with plain data.
-
-The types below are what drivers, apply, report and daemon code against: small and immutable.
-"""
+"""Desired + live -> plan. Pure: no I/O, plain data in and out, tested with plain data; the
+types below (small, immutable) are what the engine, apply, report and the drivers code against."""
 
 from __future__ import annotations
 
@@ -155,12 +153,9 @@ def make_plan(
         if not prune.owns:
             raise ValueError("prune needs at least one ownership pattern (owns)")
         orphans = sorted(
-            entry.id
-            for entry in live_by_id.values()
-            if entry.id not in desired
-            and entry.id not in invalid
-            and not is_immutable(entry)
-            and _matches_any(entry.id, prune.owns)
+            e.id
+            for e in live_by_id.values()
+            if e.id not in desired and e.id not in invalid and prunable(e, prune.owns)
         )
         failed = max(load_errors, len(invalid))
         if failed:
@@ -225,6 +220,11 @@ def writes(plan: Plan) -> list[Change]:
 def is_immutable(entry: Entry) -> bool:
     """Whether the registry refuses writes to this entry (flag on the entry or its definition)."""
     return bool(entry.immutable or entry.definition.get("immutable") is True)
+
+
+def prunable(entry: Entry, owns: Iterable[str]) -> bool:
+    """Whether prune may delete this entry once no file declares it: owned, and writable."""
+    return not is_immutable(entry) and _matches_any(entry.id, owns)
 
 
 def parse_field_path(text: str) -> FieldPath:

@@ -21,7 +21,6 @@ from reconciler.daemon.state import (
     jittered,
     keep_last_good,
     next_due,
-    owned,
     parse_listen,
     retry_delay,
     state_after,
@@ -64,10 +63,14 @@ def test_affected_ids_before_and_after() -> None:
     assert affected_ids(old, new) == {"x", "y"}
 
 
-def test_owned() -> None:
-    assert owned("team:a", ["team:*"])
-    assert not owned("other:a", ["team:*"])
-    assert not owned("team:a", [])
+def test_prunable() -> None:
+    from reconciler.plan import prunable
+    from reconciler.spec import Entry
+
+    assert prunable(Entry(id="team:a"), ["team:*"])
+    assert not prunable(Entry(id="other:a"), ["team:*"])
+    assert not prunable(Entry(id="team:a"), [])
+    assert not prunable(Entry(id="team:a", immutable=True), ["team:*"])
 
 
 def test_orphans_wait_out_the_grace_and_forget_returning_files() -> None:

@@ -21,9 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import apply as apply_mod
+from .. import defaults
 from ..clock import SYSTEM, Clock, wait_event
+from ..engine import Engine
 from ..events import Event, Kind, Sink
-from ..plan import Action, IgnoreRule, Plan, PruneOptions, is_immutable, make_plan
+from ..plan import Action, IgnoreRule, Plan, PruneOptions, is_immutable, prunable
 from ..registry import AuthError, RegistryClient, RegistryError
 from ..secrets import hidden_values, scrub
 from ..source import DEFAULT_POLICY, DesiredState, FileResult, LoadPolicy, ModelFileFilter
@@ -42,7 +44,6 @@ from .state import (
     fence_deletes,
     jittered,
     next_due,
-    owned,
     prune_reason,
     retry_delay,
     track_orphans,
@@ -56,16 +57,16 @@ class Options:
     directory: Path
     prune: PruneOptions | None = None
     ignore: tuple[IgnoreRule, ...] = ()
-    resync_interval: float = 60.0
-    health_interval: float = 60.0
-    prune_grace: float = 5.0
-    delete_window: float = 3600.0  # --max-deletes counts the deletes of this many seconds
-    concurrency: int = 4
-    health_concurrency: int = 4
+    resync_interval: float = defaults.RESYNC_INTERVAL
+    health_interval: float = defaults.HEALTH_INTERVAL
+    prune_grace: float = defaults.PRUNE_GRACE
+    delete_window: float = defaults.DELETE_WINDOW  # --max-deletes counts deletes over this
+    concurrency: int = defaults.CONCURRENCY
+    health_concurrency: int = defaults.HEALTH_CONCURRENCY
     update_method: apply_mod.UpdateMethod = "add"
-    debounce_ms: int = 50
-    step_ms: int = 20
-    shutdown_timeout: float = 10.0
+    debounce_ms: int = defaults.DEBOUNCE_MS
+    step_ms: int = defaults.STEP_MS
+    shutdown_timeout: float = defaults.GRACE
     load_policy: LoadPolicy = DEFAULT_POLICY
     dry_run: bool = False
     notify: tuple[Webhook, ...] = ()
@@ -122,6 +123,14 @@ class Daemon:
         self.stopping = False
         # The same seam as sync's signals: no write starts after stop(), those in flight finish.
         self.halt = apply_mod.Stop(grace=options.shutdown_timeout)
+        # The pipeline diff and sync use; its events (planned, written...) go to the same sink.
+        self.engine = Engine(
+            client,
+            self.events,
+            concurrency=options.concurrency,
+            update_method=options.update_method,
+            clock=clock.time,
+        )
         metrics.watch_models(lambda: list(self.models.values()))
 
     @property
@@ -230,20 +239,14 @@ class Daemon:
             self.readiness.directory_missing = None
         reread = rescanned or set()
         try:
-            live = await self.client.list()
+            live = await self.engine.live()
         except RegistryError as exc:
             self._registry_failed(exc, "list")
             return False
         self.registry_answered()
         self.live = {e.id: e for e in live}
-        plan = make_plan(
-            self.load.models,
-            live,
-            invalid=self.load.invalid_ids,
-            prune=self.options.prune,
-            ignore=self.options.ignore,
-            load_errors=self.load.failed_files,
-            live_complete=not live.has_more,
+        plan = self.engine.plan(
+            self.load, live, prune=self.options.prune, ignore=self.options.ignore
         )
         plan = self._fence(plan)
         outcomes = await writes.apply(self, plan, reread)
@@ -333,10 +336,10 @@ class Daemon:
             return False
         before, after = self.model_files.refresh(paths)
         ids = affected_ids(before, after)
-        desired = self.load.subset(ids).models
-        invalid = {i: f for i, f in self.load.invalid_ids.items() if i in ids}
+        subset = self.load.subset(ids)
+        desired, invalid = subset.models, subset.invalid_ids
         live = [self.live[i] for i in ids if i in self.live]
-        plan = make_plan(desired, live, invalid=invalid, ignore=self.options.ignore)
+        plan = self.engine.plan(subset, live, ignore=self.options.ignore)
         outcomes = await writes.apply(self, plan, paths)
         now = self.clock.time()
         for model_id in (*desired, *invalid):
@@ -344,12 +347,7 @@ class Daemon:
         for model_id in sorted(ids - desired.keys() - invalid.keys()):
             entry = self.live.get(model_id)
             prune = self.options.prune
-            if (
-                prune is not None
-                and entry is not None
-                and not is_immutable(entry)
-                and owned(model_id, prune.owns)
-            ):
+            if prune is not None and entry is not None and prunable(entry, prune.owns):
                 self.orphans.setdefault(model_id, now)
                 self.status(model_id).state = State.ORPHAN
                 self.status(model_id).file = None

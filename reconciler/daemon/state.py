@@ -7,7 +7,6 @@ unit-tested with a handful of values.
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -100,11 +99,6 @@ def keep_last_good(new: FileResult, old: FileResult | None) -> FileResult:
 def affected_ids(old: Iterable[FileResult | None], new: Iterable[FileResult | None]) -> set[str]:
     """Every id a set of changed files declared before or declares now."""
     return {r.declared_id for r in (*old, *new) if r is not None and r.declared_id is not None}
-
-
-def owned(model_id: str, patterns: Iterable[str]) -> bool:
-    """Whether ``--owns`` covers this id."""
-    return any(fnmatch.fnmatchcase(model_id, p) for p in patterns)
 
 
 # --- prune grace -----------------------------------------------------------------------------

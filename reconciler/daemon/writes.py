@@ -47,13 +47,7 @@ async def apply(d: Daemon, plan: Plan, reread: set[str]) -> list[apply_mod.Outco
     if d.options.dry_run:
         report_only(d, plan, now)
         return []
-    outcomes = await apply_mod.apply_plan(
-        plan,
-        d.client,
-        concurrency=d.options.concurrency,
-        update_method=d.options.update_method,
-        stop=d.halt,
-    )
+    outcomes = await d.engine.apply(plan, stop=d.halt)
     skipped = [o for o in outcomes if not o.attempted]
     if skipped:
         event(d.log, "writes not attempted", count=len(skipped), reason=skipped[0].error)
