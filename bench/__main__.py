@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from bench.environments import run as run_environments
-from bench.reconcile import LATENCY_MS, Row, load_note, print_table, run
+from bench.reconcile import LATENCY_MS, Row, load_note, markdown, print_table, run
 
 
 def registry_list_rows() -> list[Row]:
@@ -49,7 +49,9 @@ def daemon_latency_rows() -> list[Row]:
 
 def main() -> None:
     rows = run() + run_environments() + registry_list_rows() + daemon_latency_rows()
-    print_table(rows, f"benchmarks ({LATENCY_MS} ms added per call, {load_note()})")
+    title = f"benchmarks ({LATENCY_MS} ms added per call, {load_note()})"
+    print_table(rows, title)
+    print(markdown(rows, title))  # the README's Speed table, as it is pasted there
     if any(row.ok is False for row in rows):
         sys.exit(1)
 

@@ -8,6 +8,7 @@ Descriptions end up in the JSON Schema of a model file.
 
 from __future__ import annotations
 
+import functools
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -38,6 +39,8 @@ class Spec(BaseModel):
         frozen=True,
         # JSON Schema titles in the file's own spelling ("envVar", not "Envvar").
         field_title_generator=lambda name, field: field.alias or to_camel(name),
+        # Built at first use: a diff whose files all come from the parse cache validates none.
+        defer_build=True,
     )
 
     def to_api(self) -> dict[str, Any]:
@@ -48,9 +51,16 @@ class Spec(BaseModel):
 _URL = TypeAdapter(AnyUrl)
 
 
+@functools.lru_cache(maxsize=4096)
+def _valid_url(value: str) -> None:
+    # Remembered: thousands of models share a handful of base and health URLs. A failure
+    # raises, and is not remembered.
+    _URL.validate_python(value)
+
+
 def _check_uri(value: str) -> str:
     # Validate as a URL but keep the user's spelling: AnyUrl would add a trailing slash.
-    _URL.validate_python(value)
+    _valid_url(value)
     return value
 
 

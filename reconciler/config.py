@@ -1,9 +1,10 @@
-"""Settings from the environment (pydantic-settings) and the optional ``reconciler.toml``."""
+"""Settings from the environment (``MKA1_*``) and the optional ``reconciler.toml``."""
 
 from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
@@ -17,7 +18,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from . import defaults
 from .events import NOTIFY, Kind
@@ -25,15 +25,23 @@ from .plan import IgnoreRule
 from .spec import format_path, suggest
 
 
-class Settings(BaseSettings):
+class Settings(BaseModel):
     """Where the registry is and how to authenticate: ``MKA1_API_URL``, ``MKA1_API_KEY``,
-    ``MKA1_ON_BEHALF_OF``. Command-line flags override these."""
+    ``MKA1_ON_BEHALF_OF`` (names in any case). Command-line flags override these."""
 
-    model_config = SettingsConfigDict(env_prefix="MKA1_", extra="ignore")
+    # Three strings need no pydantic-settings, whose import was a tenth of a second of every run.
+    model_config = ConfigDict(frozen=True)
 
     api_url: str | None = None
     api_key: SecretStr | None = None
     on_behalf_of: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """The settings the environment (``os.environ`` unless given) holds."""
+        names = {f"MKA1_{name}".upper(): name for name in cls.model_fields}
+        env = os.environ if environ is None else environ
+        return cls(**{names[k.upper()]: v for k, v in env.items() if k.upper() in names})
 
 
 # --- reconciler.toml --------------------------------------------------------------------------
@@ -110,7 +118,8 @@ class NotifyConfig(BaseModel):
 class FileConfig(BaseModel):
     """What ``reconciler.toml`` may say: ``owns``, ``[[ignore]]``, ``[[notify]]``,
     ``registry_url``, ``[environments.NAME]``, ``lint_file_names`` (warn about files not named
-    after their id; on by default), and what model files may do: ``allow_env`` (variables
+    after their id; on by default), ``cache`` (the parse cache; on by default), and what model
+    files may do: ``allow_env`` (variables
     non-secret fields may name) and ``max_file_bytes``."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
@@ -125,6 +134,7 @@ class FileConfig(BaseModel):
         Field(default_factory=dict)
     )
     lint_file_names: bool = True
+    cache: bool = True  # the parse cache of diff and sync (--no-cache, RECONCILER_NO_CACHE)
     path: str | None = Field(default=None, exclude=True)  # where it was read from, if anywhere
 
     def ignore_rules(self) -> tuple[IgnoreRule, ...]:

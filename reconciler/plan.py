@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 from . import defaults
+from .sameness import same
 from .secrets import FieldPath as FieldPath
 from .spec import SERVER_MANAGED_KEYS, Entry, describe_loc
 
@@ -254,25 +255,18 @@ def diff_definitions(
     """Field-level differences between what a file declares and a live definition, after
     normalising both sides (server-managed keys, server defaults, 1 == 1.0)."""
     paths = [p for group in ignore_paths for p in group]
-    live = {k: v for k, v in live.items() if k not in SERVER_MANAGED_KEYS}
-    desired = {k: v for k, v in desired.items() if k not in SERVER_MANAGED_KEYS}
-    if _same(desired, live):
+    live, desired = _unmanaged(live), _unmanaged(desired)
+    if same(desired, live):
         return  # the common no-op case, without building a path per field
     yield from _diff_dicts(desired, live, (), paths)
 
 
-def _same(a: Any, b: Any) -> bool:
-    """Exact equality that keeps bools apart from numbers (``True == 1`` in Python)."""
-    ta = type(a)
-    if ta is not type(b):
-        return False
-    if ta is dict:
-        if a.keys() != b.keys():
-            return False
-        return all(_same(value, b[key]) for key, value in a.items())
-    if ta is list:
-        return len(a) == len(b) and all(map(_same, a, b))
-    return a == b
+def _unmanaged(body: Mapping[str, Any]) -> dict[str, Any]:
+    """``body`` without the server-managed keys (a copy in C, then at most two deletions)."""
+    out = dict(body)
+    for key in SERVER_MANAGED_KEYS & out.keys():
+        del out[key]
+    return out
 
 
 def is_empty(value: Any) -> bool:

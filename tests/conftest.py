@@ -53,6 +53,18 @@ def registry_calls(
         )
 
 
+@pytest.fixture(autouse=True)
+def parse_cache_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """Every test's CLI runs (and the subprocesses they start) keep their parse cache in a temp
+    folder, never in the developer's ~/.cache."""
+    path = tmp_path_factory.mktemp("xdg-cache")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(path))
+    monkeypatch.delenv("RECONCILER_NO_CACHE", raising=False)
+    return path
+
+
 def clean_env() -> dict[str, str]:
     """The environment without any MKA1_* setting, so a developer's real key never leaks in."""
     return {k: v for k, v in os.environ.items() if not k.startswith("MKA1_")}

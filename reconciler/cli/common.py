@@ -146,6 +146,16 @@ RpsOpt = Annotated[
     ),
 ]
 TimeoutOpt = Annotated[float, typer.Option("--timeout", min=0.001, help="Seconds per request.")]
+NoCacheOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-cache",
+        envvar="RECONCILER_NO_CACHE",
+        show_envvar=True,
+        help="Parse every file afresh: no parse cache read or written (else cache in "
+        "reconciler.toml).",
+    ),
+]
 UpdateMethodOpt = Annotated[
     UpdateMethod,
     typer.Option("--update-method", help="add (POST, 409 falls back to PATCH) or patch."),
@@ -176,7 +186,7 @@ def load_settings(err: Console, *, as_json: bool = False) -> Settings:
     from pydantic import ValidationError
 
     try:
-        return Settings()
+        return Settings.from_env()
     except ValidationError as exc:
         first = exc.errors(include_url=False, include_input=False)[0]
         fail(err, f"MKA1_{str(first['loc'][0]).upper()}: {first['msg']}", as_json=as_json)

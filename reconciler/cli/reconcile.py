@@ -22,6 +22,7 @@ from .common import (
     DirOpt,
     ForceOpt,
     MaxDeletesOpt,
+    NoCacheOpt,
     OnBehalfOfOpt,
     OwnsOpt,
     PlanOutput,
@@ -86,6 +87,7 @@ class Run:
     plan_path: Path | None = None  # sync --plan
     env: list[str] | None = None  # --env: one run per environment (environments.py)
     all_envs: bool = False
+    no_cache: bool = False
 
 
 def _reconcile(run: Run) -> int:
@@ -106,6 +108,7 @@ def _run(run: Run, interrupt: Interrupt, out: Console, err: Console) -> int:
     from .. import diagnostics, engine, planfile, reconcile, report, review
     from ..plan import writes
     from ..registry import RegistryError
+    from ..source.cache import cache_dir
     from . import environments
 
     as_json = run.output is PlanOutput.JSON
@@ -176,7 +179,11 @@ def _run(run: Run, interrupt: Interrupt, out: Console, err: Console) -> int:
         except (planfile.PlanFileError, UnicodeDecodeError) as exc:
             fail(err, f"{run.plan_path}: {exc}", as_json=as_json)
     # Files are parsed (in worker processes when there are many) while the registry is listed.
-    loading = reconcile.Loading(run.directory, policy=reconcile.load_policy(config))
+    loading = reconcile.Loading(
+        run.directory,
+        policy=reconcile.load_policy(config),
+        cache=None if run.no_cache or not config.cache else cache_dir(),
+    )
     outcomes: list[Outcome] = []
     loaded: list[DesiredState] = []
     saw: list[Any] = []
@@ -347,6 +354,7 @@ def diff(
     timeout: TimeoutOpt = defaults.TIMEOUT,
     env: EnvOpt = None,
     all_envs: AllEnvsOpt = False,
+    no_cache: NoCacheOpt = False,
 ) -> None:
     """Show what sync would change; changes nothing. Exit 0 in sync, 2 pending, 1 on error."""
     raise typer.Exit(
@@ -369,6 +377,7 @@ def diff(
                 out_path=out,
                 env=env,
                 all_envs=all_envs,
+                no_cache=no_cache,
             )
         )
     )
@@ -405,6 +414,7 @@ def sync(
     ] = False,
     env: EnvOpt = None,
     all_envs: AllEnvsOpt = False,
+    no_cache: NoCacheOpt = False,
 ) -> None:
     """Make the registry match the files. Exit 0 when every write succeeded, 1 otherwise."""
     raise typer.Exit(
@@ -432,6 +442,7 @@ def sync(
                 plan_path=plan,
                 env=env,
                 all_envs=all_envs,
+                no_cache=no_cache,
             )
         )
     )

@@ -18,7 +18,6 @@ import os
 import re
 import reprlib
 import time
-import tomllib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from ..spec import Definition, describe_loc, error_hint, format_path, safe_file_
 from ..text import printable
 from ..units import is_milliseconds
 from .files import SUFFIXES, ModelFileFilter, Unreadable, discover, read_capped, yaml_files
+from .parse import loads_toml
 from .placeholders import DEFAULT_POLICY, VARIABLE, LoadPolicy, substitute
 
 __all__ = [
@@ -274,7 +274,7 @@ def read_document(
 
     is_json = shown.endswith(".json")
     try:
-        raw = json.loads(text) if is_json else tomllib.loads(text)
+        raw = json.loads(text) if is_json else loads_toml(text)
     except RecursionError:
         return failed(f"nested too deeply to be {what}")
     except ValueError as exc:
@@ -420,8 +420,8 @@ def _lint(
         yield ("created",), "created", "lies in the future", "created-future"
     name = os.path.basename(path)
     stem, suffix = os.path.splitext(name)
-    expected = {definition.id, safe_file_stem(definition.id), definition.id.split(":")[-1]}
-    if names and stem not in expected:
+    expected = (definition.id, definition.id.split(":")[-1])  # the safe stem only if needed
+    if names and stem not in expected and stem != safe_file_stem(definition.id):
         yield (
             ("id",),
             "id",

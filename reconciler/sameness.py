@@ -1,0 +1,33 @@
+"""Exact sameness of JSON-like values, as the plan needs it: ``True == 1`` and ``1 == 1.0`` in
+Python, but a file saying ``true`` where the registry holds ``1`` is a difference. Pure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+_SORTED = orjson.OPT_SORT_KEYS
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal, with bools, ints and floats kept apart, at any depth."""
+    if a != b:  # the walk below is stricter than ==: unequal here is unequal there
+        return False
+    try:
+        # In C: equal once more as JSON with sorted keys, where true, 1 and 1.0 are three
+        # different texts (10,000 models compared in a few ms instead of a walk in Python).
+        return orjson.dumps(a, option=_SORTED) == orjson.dumps(b, option=_SORTED)
+    except TypeError:  # what orjson cannot write (an int beyond 64 bits): the walk decides
+        return _walk(a, b)
+
+
+def _walk(a: Any, b: Any) -> bool:
+    ta = type(a)
+    if ta is not type(b):
+        return False
+    if ta is dict:
+        return a.keys() == b.keys() and all(_walk(value, b[key]) for key, value in a.items())
+    if ta is list:
+        return len(a) == len(b) and all(map(_walk, a, b))
+    return a == b

@@ -1,0 +1,286 @@
+"""The parse cache (reconciler.source.cache): each property it promises, on real files.
+
+Files written by a test are seconds old, which the racy-file rule refuses to trust; the cache is
+given a "now" some seconds later instead (the clock is its one injected seam).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from reconciler import reconcile, source
+from reconciler.cli import app
+from reconciler.source.cache import RACY_NS, ParseCache, cache_dir
+
+MODEL = """id = "{id}"
+provider = "openai-compatible"
+modelId = "m"
+apiFormat = "responses"
+created = 1704067200
+contextWindow = {window}
+auth = {{ type = "none" }}
+
+[capabilities]
+reasoning = false
+modalities = {{ input = ["text"], output = ["text"] }}
+"""
+LATER = 10 * RACY_NS  # "now", as far as the cache knows, is this long after the files were written
+
+
+def write(root: Path, name: str, model_id: str, window: int = 8192, extra: str = "") -> Path:
+    path = root / name
+    path.write_text(MODEL.format(id=model_id, window=window) + extra)
+    return path
+
+
+@pytest.fixture
+def models(tmp_path: Path) -> Path:
+    root = tmp_path / "models.d"
+    root.mkdir()
+    for i in range(5):
+        write(root, f"meetkai_m-{i}.toml", f"meetkai:m-{i}")
+    write(root, "other-name.toml", "meetkai:named-otherwise")  # a naming warning
+    return root
+
+
+class Parses:
+    """Counts the files actually read and parsed (the loader's one per-file entry point)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.paths: list[str] = []
+        real = source.load_file
+
+        def counting(path: str, *args: object, **kwargs: object) -> source.FileResult:
+            self.paths.append(os.path.basename(path))
+            return real(path, *args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(source, "load_file", counting)
+
+
+def load(root: Path, folder: Path, now_ns: int | None = None) -> reconcile.DesiredState:
+    now = time.time_ns() + LATER if now_ns is None else now_ns
+    cache = ParseCache(root, source.DEFAULT_POLICY, folder, now_ns=now)
+    return reconcile.load_desired(root, workers=1, cache=cache)
+
+
+def test_a_repeated_load_parses_nothing_and_gives_the_same_answer(
+    models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "cache"
+    expected = reconcile.load_desired(models, workers=1)
+    first = load(models, folder)
+    parses = Parses(monkeypatch)
+    second = load(models, folder)
+    assert parses.paths == []
+    assert first == second == expected
+    assert [w.code for w in second.warnings] == ["file-name"]  # warnings come back too
+
+
+def test_a_changed_file_is_parsed_again(
+    models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "cache"
+    load(models, folder)
+    path = write(models, "meetkai_m-1.toml", "meetkai:m-1", window=4096)  # same size
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns - 5 * 10**9))  # even with an older mtime
+    parses = Parses(monkeypatch)
+    state = load(models, folder)
+    assert parses.paths == ["meetkai_m-1.toml"]
+    assert state.models["meetkai:m-1"].body["contextWindow"] == 4096
+
+
+def test_a_file_replaced_by_rename_is_parsed_again(
+    models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "cache"
+    load(models, folder)
+    fresh = write(models, ".swap", "meetkai:m-2", window=2048)
+    os.replace(fresh, models / "meetkai_m-2.toml")  # an editor's save: a new inode
+    parses = Parses(monkeypatch)
+    assert load(models, folder).models["meetkai:m-2"].body["contextWindow"] == 2048
+    assert parses.paths == ["meetkai_m-2.toml"]
+
+
+def test_a_file_changed_within_the_racy_window_is_not_trusted(
+    models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Cached "now": the files are younger than the timestamp granularity allows to trust, so an
+    # edit in the same tick could keep the stat unchanged. Nothing is stored; all is read again.
+    folder = tmp_path / "cache"
+    load(models, folder, now_ns=time.time_ns())
+    parses = Parses(monkeypatch)
+    load(models, folder)
+    assert len(parses.paths) == 6
+
+
+def test_placeholders_and_inline_secrets_never_reach_the_cache(
+    models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("UPSTREAM_TOKEN", "s3cr3t-from-the-environment")
+    for name, auth in [
+        ("meetkai_env.toml", 'auth = { type = "api-key", value = "${UPSTREAM_TOKEN}" }'),
+        ("meetkai_inline.toml", 'auth = { type = "api-key", value = "inline-s3cr3t-value" }'),
+    ]:
+        text = MODEL.format(id=f"meetkai:{name[8:-5]}", window=1).replace(
+            'auth = { type = "none" }', auth
+        )
+        (models / name).write_text(text)
+    folder = tmp_path / "cache"
+    first = load(models, folder)
+    assert first.models["meetkai:env"].body["auth"]["value"] == "s3cr3t-from-the-environment"
+    blob = b"".join(p.read_bytes() for p in folder.iterdir())
+    assert b"meetkai:m-0" in blob  # the others are cached
+    assert b"s3cr3t" not in blob
+    parses = Parses(monkeypatch)
+    load(models, folder)
+    assert sorted(parses.paths) == ["meetkai_env.toml", "meetkai_inline.toml"]
+
+
+def test_files_with_errors_are_not_cached(
+    models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (models / "broken.toml").write_text("= not toml")
+    folder = tmp_path / "cache"
+    load(models, folder)
+    parses = Parses(monkeypatch)
+    state = load(models, folder)
+    assert parses.paths == ["broken.toml"]
+    assert [e.path.endswith("broken.toml") for e in state.errors] == [True]
+
+
+def test_the_cache_file_is_private(models: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "cache" / "reconciler"
+    load(models, folder)
+    (written,) = folder.iterdir()
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert stat.S_IMODE(written.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda b: b[: len(b) // 2],  # truncated
+        lambda b: b"",  # empty
+        lambda b: b"\x00\xff garbage" * 50,
+        lambda b: b.replace(b"meetkai:m-3", b"meetkai:m-9"),  # edited: the checksum fails
+        lambda b: b.split(b"\n", 1)[0].replace(b"cache 1", b"cache 999") + b"\n" + b"[]",
+    ],
+)
+def test_a_corrupt_cache_file_costs_a_parse_and_nothing_else(
+    models: Path, tmp_path: Path, damage: object
+) -> None:
+    folder = tmp_path / "cache"
+    expected = load(models, folder)
+    (written,) = folder.iterdir()
+    written.write_bytes(damage(written.read_bytes()))  # type: ignore[operator]
+    assert load(models, folder) == expected
+
+
+def test_a_well_formed_but_wrong_entry_is_ignored(models: Path, tmp_path: Path) -> None:
+    # A valid checksum over an entry whose body names another id than its file: refused.
+    import hashlib
+
+    import orjson
+
+    folder = tmp_path / "cache"
+    expected = load(models, folder)
+    (written,) = folder.iterdir()
+    head, payload = written.read_bytes().split(b"\n", 1)
+    files = orjson.loads(payload)
+    entry = files[str(models / "meetkai_m-0.toml")]
+    entry[6] = {**entry[6], "id": "meetkai:evil", "contextWindow": 1}
+    files[str(models / "meetkai_m-1.toml")][7] = [["x", None, "not a line", None, None]]
+    payload = orjson.dumps(files)
+    digest = hashlib.blake2b(payload, digest_size=16).hexdigest().encode()
+    written.write_bytes(head.rsplit(b" ", 1)[0] + b" " + digest + b"\n" + payload)
+    assert load(models, folder) == expected
+
+
+def test_a_cache_file_others_may_write_is_ignored(
+    models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "cache"
+    load(models, folder)
+    (written,) = folder.iterdir()
+    written.chmod(0o666)
+    parses = Parses(monkeypatch)
+    load(models, folder)
+    assert len(parses.paths) == 6
+
+
+def test_another_policy_has_its_own_cache(models: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "cache"
+    load(models, folder)
+    quiet = source.LoadPolicy(lint_file_names=False)
+    cache = ParseCache(models, quiet, folder, now_ns=time.time_ns() + LATER)
+    state = reconcile.load_desired(models, workers=1, policy=quiet, cache=cache)
+    assert state.warnings == ()
+
+
+def test_nowhere_to_write_is_no_error(models: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    expected = reconcile.load_desired(models, workers=1)
+    assert load(models, blocker / "reconciler") == expected  # mkdir fails: ENOTDIR
+    assert blocker.read_text() == ""
+
+
+def test_cache_dir_follows_xdg() -> None:
+    assert cache_dir({"XDG_CACHE_HOME": "/x/cache", "HOME": "/h"}) == Path("/x/cache/reconciler")
+    assert cache_dir({"HOME": "/h"}) == Path("/h/.cache/reconciler")
+    assert cache_dir({"XDG_CACHE_HOME": "relative", "HOME": "/h"}) == Path("/h/.cache/reconciler")
+
+
+# --- the CLI: on by default, off by flag, variable or config key ------------------------------
+
+
+@pytest.fixture
+def old_models(models: Path) -> Path:
+    # The CLI's cache trusts only files whose stat is RACY_NS old: wait that out once.
+    time.sleep(RACY_NS / 1e9 + 0.1)
+    return models
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "config"),
+    [
+        ([], {}, ""),
+        (["--no-cache"], {}, ""),
+        ([], {"RECONCILER_NO_CACHE": "1"}, ""),
+        ([], {}, "cache = false\n"),
+    ],
+    ids=["default", "flag", "variable", "config"],
+)
+def test_cli_cache_switches(
+    old_models: Path,
+    tmp_path: Path,
+    registry: object,
+    args: list[str],
+    env: dict[str, str],
+    config: str,
+) -> None:
+    xdg = tmp_path / "xdg"
+    cfg = tmp_path / "reconciler.toml"
+    cfg.write_text(config)
+    environ = {**registry.env(), "XDG_CACHE_HOME": str(xdg), **env}  # type: ignore[attr-defined]
+    command = ["diff", "--dir", str(old_models), "--config", str(cfg), *args]
+    result = CliRunner().invoke(app, command, env=environ)
+    assert result.exit_code == 2, result.output  # six models to create
+    written = list((xdg / "reconciler").glob("loads-*")) if (xdg / "reconciler").exists() else []
+    assert len(written) == (1 if not (args or env or config) else 0)
+
+
+def test_cli_runs_on_a_read_only_cache(old_models: Path, tmp_path: Path, registry: object) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    environ = {**registry.env(), "XDG_CACHE_HOME": str(blocker)}  # type: ignore[attr-defined]
+    result = CliRunner().invoke(app, ["diff", "--dir", str(old_models)], env=environ)
+    assert result.exit_code == 2, result.output
+    assert "cache" not in result.output
