@@ -303,6 +303,7 @@ class Loading:
                 _remember(self._cache, item, self._keys[i])
         if self._cache is not None:
             self._cache.save()
+            self._cache = None  # its entries, as read and as written: garbage from here on
         slots = [s for s in self._slots if s is not None]
         self._done = _combine(slots, len(self._paths))
         self._slots = []

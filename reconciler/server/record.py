@@ -86,9 +86,16 @@ class CallRecorder:
                 status = message["status"]
             elif message["type"] == "http.response.body":
                 answer.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    # Recorded before the last byte goes out: whoever got the answer finds its
+                    # line already written (many calls finish together at high concurrency).
+                    self._record(scope, status, request, answer)
             await send(message)
 
         await self.app(scope, tap_receive, tap_send)
+
+    def _record(self, scope: Scope, status: int, request: list[bytes], answer: list[bytes]) -> None:
+        assert self.path is not None
         call = (scope.get("state") or {}).get(CALL_KEY)
         if call is None:
             return  # not one of the six calls (control, unknown route)

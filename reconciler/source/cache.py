@@ -149,7 +149,8 @@ class ParseCache:
             return
         finally:
             os.close(fd)
-        head, _, payload = blob.partition(b"\n")
+        head, _, _ = blob[:256].partition(b"\n")
+        payload = memoryview(blob)[len(head) + 1 :]  # no copy of a file of some MB
         expected = b"%s %d %s %s" % (
             MAGIC,
             FORMAT,
