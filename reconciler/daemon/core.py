@@ -1,9 +1,10 @@
 """The daemon's driver: reconcile one run at a time (the watcher and the health loop live in
 :mod:`watcher` and :mod:`health`, the decisions in :mod:`state`).
 
-State kept between runs: each file's last :class:`FileResult` (so a change re-reads one file),
-and the live entries from the last full list, updated from our own writes (so a change plans
-only the ids it touches, without listing the registry). A full resync (rescan + list + plan
+State kept between runs: each file's last read and the desired state they combine to, kept up
+to date file by file (:mod:`files`: a change re-reads one file and re-combines only the ids it
+touches), and the live entries from the last full list, updated from our own writes (so a change
+plans only those ids, without listing the registry). A full resync (rescan + list + plan
 everything) runs at start, on the timer, on SIGHUP, after errors and when a pruned file's grace
 is over; it is what undoes edits made behind our back, and reports them as drift.
 """
@@ -11,7 +12,6 @@ is over; it is what undoes edits made behind our back, and reports them as drift
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import random
@@ -24,13 +24,15 @@ from .. import apply as apply_mod
 from .. import defaults
 from ..clock import SYSTEM, Clock, wait_event
 from ..engine import Engine
+from ..engine import plan as make_plan
 from ..events import Event, Kind, Sink
 from ..plan import Action, IgnoreRule, Plan, PruneOptions, is_immutable, prunable
-from ..registry import AuthError, RegistryClient, RegistryError
+from ..registry import AuthError, Listing, RegistryClient, RegistryError
 from ..secrets import hidden_values, scrub
-from ..source import DEFAULT_POLICY, DesiredState, FileResult, LoadPolicy, ModelFileFilter
+from ..source import DEFAULT_POLICY, DesiredState, LoadPolicy, ModelFileFilter
 from ..spec import Entry
-from . import writes
+from . import health, writes
+from .collect import Collector
 from .files import ModelFiles
 from .logs import event
 from .metrics import Metrics
@@ -39,7 +41,6 @@ from .state import (
     ModelStatus,
     Readiness,
     State,
-    affected_ids,
     due_orphans,
     fence_deletes,
     jittered,
@@ -93,6 +94,7 @@ class Daemon:
         metrics: Metrics,
         events: Sink | None = None,
         clock: Clock = SYSTEM,
+        files: ModelFiles | None = None,
     ) -> None:
         self.options = options
         self.clock = clock
@@ -101,7 +103,10 @@ class Daemon:
         self.log = log
         self.metrics = metrics
         self.events: Sink = events if events is not None else metrics
-        self.model_files = ModelFiles(self.root, lambda: self.events, options.load_policy, clock)
+        # The files' state is its own object: daemons over several registries can share one.
+        self.model_files = files or ModelFiles(
+            self.root, lambda: self.events, options.load_policy, clock
+        )
         self.live: dict[str, Entry] | None = None
         self.models: dict[str, ModelStatus] = {}
         self.orphans: dict[str, float] = {}
@@ -123,6 +128,7 @@ class Daemon:
         self.stopping = False
         # The same seam as sync's signals: no write starts after stop(), those in flight finish.
         self.halt = apply_mod.Stop(grace=options.shutdown_timeout)
+        self.collector = Collector(clock.monotonic)
         # The pipeline diff and sync use; its events (planned, written...) go to the same sink.
         self.engine = Engine(
             client,
@@ -138,12 +144,9 @@ class Daemon:
         return self.readiness.directory_missing
 
     @property
-    def files(self) -> dict[str, FileResult]:
-        return self.model_files.results
-
-    @property
     def load(self) -> DesiredState:
-        return self.model_files.load
+        """The files' desired state as one value (built on each call: O(models))."""
+        return self.model_files.desired()
 
     @property
     def filter(self) -> ModelFileFilter:
@@ -232,24 +235,39 @@ class Daemon:
     # --- full resync --------------------------------------------------------------------------
 
     async def _full(self, reason: str, forced: Iterable[str]) -> bool:
-        rescanned = self.model_files.rescan(forced)
+        # The files are read (off the event loop) while the registry is listed.
+        scanning = asyncio.create_task(self.model_files.rescan(forced), name="rescan")
+        # The last list goes before the next one comes: two at once are 40 MB more at 10,000
+        # models. Without it the next change is a full resync too, which is what it needs.
+        self.live = None
+        try:
+            live: Listing | RegistryError = await self.engine.live()
+        except RegistryError as exc:
+            live = exc
+        except BaseException:
+            scanning.cancel()
+            raise
+        rescanned = await scanning
         if rescanned is None:
             self.directory_missing()
         elif self.readiness.directory_missing:
             self.readiness.directory_missing = None
         reread = rescanned or set()
-        try:
-            live = await self.engine.live()
-        except RegistryError as exc:
-            self._registry_failed(exc, "list")
+        if isinstance(live, RegistryError):
+            self._registry_failed(live, "list")
             return False
         self.registry_answered()
         self.live = {e.id: e for e in live}
-        plan = self.engine.plan(
-            self.load, live, prune=self.options.prune, ignore=self.options.ignore
+        # Planning 50,000 models is CPU work: in a thread (the pure step; the engine's event
+        # is told here, on the loop), so the endpoints keep answering meanwhile.
+        state = self.model_files.desired()
+        plan = await asyncio.to_thread(
+            make_plan, state, live, prune=self.options.prune, ignore=self.options.ignore
         )
+        self.engine.planned(plan)
         plan = self._fence(plan)
         outcomes = await writes.apply(self, plan, reread)
+        await health.from_listing(self, live)
         keep = {c.id for c in plan.changes} | set(self.orphans)
         for model_id in list(self.models):
             if model_id not in keep:
@@ -263,7 +281,7 @@ class Daemon:
             self.log,
             "full sync",
             reason=reason,
-            files=len(self.files),
+            files=len(self.model_files),
             changed_files=len(reread),
             live=len(live),
             **self.last_run.summary,
@@ -276,12 +294,7 @@ class Daemon:
             self.last_sync = self.clock.time()
             self.last_run.error = None
             self.readiness.synced_once = True
-            # Thousands of long-lived file results and entries would otherwise be walked by every
-            # full garbage collection: a pause of 100+ ms in the middle of a change. Collect here,
-            # where a pause costs nothing, and keep the survivors out of later collections.
-            gc.unfreeze()
-            gc.collect()
-            gc.freeze()
+            self.collector.settle()  # see collect.py: no full collection stalls the loop
             self.synced.set()
             self._resync_at = self.clock.monotonic() + jittered(
                 self.options.resync_interval, random.random()
@@ -334,9 +347,9 @@ class Daemon:
         if not self.root.is_dir():
             self.directory_missing()
             return False
-        before, after = self.model_files.refresh(paths)
-        ids = affected_ids(before, after)
-        subset = self.load.subset(ids)
+        ids = await self.model_files.refresh(paths)
+        # Only the ids the changed files declared (before or now) are planned: constant work.
+        subset = self.model_files.desired(ids)
         desired, invalid = subset.models, subset.invalid_ids
         live = [self.live[i] for i in ids if i in self.live]
         plan = self.engine.plan(subset, live, ignore=self.options.ignore)
@@ -371,7 +384,7 @@ class Daemon:
     def hide(self, model_id: str, text: str | None) -> str | None:
         """``text`` (a registry's or a probe's words) without any secret or substituted value of
         this model: either may quote what it was sent."""
-        model = self.load.models.get(model_id)
+        model = self.model_files.models.get(model_id)
         if not text or model is None:
             return text
         return scrub(text, hidden_values(model.body, model.sensitive))
@@ -437,11 +450,12 @@ class Daemon:
         m = self.metrics
         m.of(m.ready).set(1 if self.readiness.ready else 0)
         m.of(m.registry_up).set(1 if self.readiness.registry_up else 0)
-        m.of(m.invalid_files).set(self.load.failed_files)
+        m.of(m.invalid_files).set(len(self.model_files.failed))
         if self.last_sync is not None:
             m.of(m.last_sync).set(self.last_sync)
 
     def managed_ids(self) -> list[str]:
         """Models whose file is valid and whose entry is in the registry (and writable)."""
         live = self.live or {}
-        return sorted(i for i in self.load.models if i in live and not is_immutable(live[i]))
+        models = self.model_files.models
+        return sorted(i for i in models if i in live and not is_immutable(live[i]))

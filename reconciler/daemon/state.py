@@ -10,11 +10,12 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Protocol, TypeVar
 
 from ..apply import Outcome
 from ..events import iso
 from ..plan import Action, Change
-from ..source import FileResult
+from ..source import FileResult, Problem
 
 
 class State(StrEnum):
@@ -33,7 +34,7 @@ class State(StrEnum):
 UNSYNCED = frozenset({State.PENDING, State.ERROR, State.OUT_OF_SYNC})
 
 
-@dataclass
+@dataclass(slots=True)
 class ModelStatus:
     """What the daemon knows about one model; mutated by the driver, read by the endpoints."""
 
@@ -88,12 +89,23 @@ def state_after(change: Change, outcome: Outcome | None) -> State:
     return State.SYNCED if outcome.ok else State.ERROR
 
 
-def keep_last_good(new: FileResult, old: FileResult | None) -> FileResult:
+class _Read(Protocol):
+    declared_id: str | None
+    errors: tuple[Problem, ...]
+
+
+R = TypeVar("R", bound=_Read)
+
+
+def keep_last_good(new: R, old: _Read | None) -> R:
     """A file that stopped parsing (an editor's half-written save) still names the id it held,
-    so its model counts as invalid (kept as is) rather than gone (pruned)."""
-    if new.body is not None or new.declared_id is not None or old is None:
+    so its model counts as invalid (kept as is) rather than gone (pruned). For a
+    :class:`FileResult` or the daemon's record of a file (a NamedTuple)."""
+    if not new.errors or new.declared_id is not None or old is None:
         return new
-    return dataclasses.replace(new, declared_id=old.declared_id)
+    if isinstance(new, tuple):
+        return new._replace(declared_id=old.declared_id)  # type: ignore[attr-defined, no-any-return]
+    return dataclasses.replace(new, declared_id=old.declared_id)  # type: ignore[type-var]
 
 
 def affected_ids(old: Iterable[FileResult | None], new: Iterable[FileResult | None]) -> set[str]:

@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..text import json_text
 from .core import Daemon
-from .state import iso_or_none
+from .state import ModelStatus, State, iso_or_none
 
 
 def public_url(url: str) -> str:
@@ -37,15 +37,95 @@ def public_url(url: str) -> str:
 
 def invalid_files(daemon: Daemon) -> list[dict[str, str]]:
     """Each file that failed to load, with its first problem (paths relative to the directory)."""
+    files = daemon.model_files
     first: dict[str, str] = {}
-    for p in daemon.load.errors:
-        rel = os.path.relpath(p.path, daemon.root)
-        first.setdefault(rel, str(dataclasses.replace(p, path=rel)))
+    for path in files.failed:
+        problems = files.problems(path)
+        if problems:
+            rel = os.path.relpath(path, daemon.root)
+            first[rel] = str(dataclasses.replace(problems[0], path=rel))
     return [{"file": f, "error": e} for f, e in sorted(first.items())]
 
 
-def status_document(daemon: Daemon) -> dict[str, Any]:
-    """The /status JSON: the daemon as a whole, then one row per model, sorted by id."""
+LIST_LIMIT = 200  # rows in one /status answer by default: 10,000 rows are 1.75 MB every 2 s
+
+
+class BadQuery(ValueError):
+    """A /status query parameter that makes no sense (answered 400)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Query:
+    """Which models /status lists: ``models`` all, problems, or auto (all up to the limit, else
+    the problems), ``id`` and ``state`` filters, ``limit`` and ``offset``."""
+
+    models: str = "auto"
+    ids: tuple[str, ...] = ()
+    states: tuple[str, ...] = ()
+    limit: int | None = None
+    offset: int = 0
+
+    @classmethod
+    def parse(cls, params: Any) -> Query:
+        """From the query string (a Starlette ``QueryParams``); :class:`BadQuery` if wrong."""
+        models = params.get("models", "auto")
+        if models not in ("auto", "all", "problems"):
+            raise BadQuery("models: expected all, problems or auto")
+        states = tuple(params.getlist("state"))
+        known = {s.value for s in State}
+        if any(x not in known for x in states):
+            raise BadQuery(f"state: expected one of {', '.join(sorted(known))}")
+        return cls(models, tuple(params.getlist("id")), states, _count(params, "limit"),
+                   _count(params, "offset") or 0)  # fmt: skip
+
+
+def _count(params: Any, name: str) -> int | None:
+    text = params.get(name)
+    if text is None:
+        return None
+    if not text.isdigit():
+        raise BadQuery(f"{name}: expected a whole number")
+    return int(text)
+
+
+def needs_attention(m: ModelStatus) -> bool:
+    """Not in step with its file, or its endpoint down: what an operator looks at first."""
+    return m.state is not State.SYNCED or m.available is False
+
+
+def select_models(daemon: Daemon, query: Query) -> tuple[list[ModelStatus], int, str]:
+    """The rows one answer lists (sorted by id), how many matched in all, and which rows they
+    are (``all`` or ``problems``)."""
+    models = daemon.models
+    shown = query.models
+    if shown == "auto":
+        shown = "all" if len(models) <= LIST_LIMIT or query.ids or query.states else "problems"
+    if query.ids:
+        picked = [models[i] for i in dict.fromkeys(query.ids) if i in models]
+    else:
+        picked = list(models.values())
+    if shown == "problems":
+        picked = [m for m in picked if needs_attention(m)]
+    if query.states:
+        picked = [m for m in picked if m.state.value in query.states]
+    picked.sort(key=lambda m: m.id)
+    limit = query.limit
+    if limit is None and query.models != "all":
+        limit = LIST_LIMIT
+    end = None if limit is None else query.offset + limit
+    return picked[query.offset : end], len(picked), shown
+
+
+def status_document(daemon: Daemon, query: Query | None = None) -> dict[str, Any]:
+    """The /status JSON: the daemon as a whole, counts by state, then the rows ``query``
+    picks (every model up to 200, else those that need attention), sorted by id."""
+    query = query or Query()
+    rows, matched, shown = select_models(daemon, query)
+    counts: dict[str, int] = {}
+    health: dict[str, int] = {"up": 0, "down": 0, "unknown": 0}
+    for m in daemon.models.values():
+        counts[m.state.value] = counts.get(m.state.value, 0) + 1
+        health[m.health] += 1
     run = daemon.last_run
     return {
         "ready": daemon.readiness.ready,
@@ -57,7 +137,7 @@ def status_document(daemon: Daemon) -> dict[str, Any]:
         },
         "directory": str(daemon.root),
         "directory_error": daemon.dir_error,
-        "files": len(daemon.files),
+        "files": len(daemon.model_files),
         "invalid_files": invalid_files(daemon),
         "last_sync": iso_or_none(daemon.last_sync),
         "last_run": {
@@ -70,7 +150,15 @@ def status_document(daemon: Daemon) -> dict[str, Any]:
         },
         "started": iso_or_none(daemon.started),
         "now": iso_or_none(daemon.clock.time()),
-        "models": [daemon.models[i].as_json() for i in sorted(daemon.models)],
+        "counts": {"models": len(daemon.models), **dict(sorted(counts.items()))},
+        "health": health,
+        "listed": {
+            "models": shown,
+            "matched": matched,
+            "offset": query.offset,
+            "next_offset": query.offset + len(rows) if query.offset + len(rows) < matched else None,
+        },
+        "models": [m.as_json() for m in rows],
     }
 
 
@@ -92,8 +180,12 @@ def create_app(daemon: Daemon) -> Starlette:
             return PlainTextResponse("ready\n")
         return PlainTextResponse(f"not ready: {daemon.readiness.reason}\n", status_code=503)
 
-    async def status(_: Request) -> Response:
-        return StatusResponse(status_document(daemon))
+    async def status(request: Request) -> Response:
+        try:
+            query = Query.parse(request.query_params)
+        except BadQuery as exc:
+            return PlainTextResponse(f"bad query: {exc}\n", status_code=400)
+        return StatusResponse(status_document(daemon, query))
 
     async def page(_: Request) -> Response:
         return HTMLResponse(render_page(status_document(daemon)))
@@ -178,13 +270,30 @@ def render_summary(doc: dict[str, Any]) -> str:
         *(['<span class="bad">dry run: nothing is written</span>'] if doc.get("dry_run") else []),
         f"registry {html.escape(doc['registry']['url'])} {registry}",
         f"last sync {_when(doc['last_sync'], doc['now'])}",
-        f"{len(doc['models'])} models, {doc['files']} files",
+        f"{_counts(doc)}, {doc['files']} files",
     ]
     if doc["invalid_files"]:
         parts.append(f'<span class="bad">{len(doc["invalid_files"])} invalid file(s)</span>')
     if doc["directory_error"]:
         parts.append(f'<span class="bad">{html.escape(doc["directory_error"])}</span>')
     return " · ".join(parts)
+
+
+def _counts(doc: dict[str, Any]) -> str:
+    counts = doc.get("counts") or {"models": len(doc["models"])}
+    states = ", ".join(f"{n} {state}" for state, n in counts.items() if state != "models")
+    return f"{counts['models']} models" + (f" ({states})" if states else "")
+
+
+def render_more(doc: dict[str, Any]) -> str:
+    """Under the table: which rows it shows when it does not show every model."""
+    listed = doc.get("listed") or {}
+    if listed.get("models") == "problems":
+        text = f"{len(doc['models'])} of {listed['matched']} models that need attention shown"
+        return html.escape(text + "; every model: status?models=all")
+    if listed.get("next_offset") is not None:
+        return html.escape(f"{len(doc['models'])} of {listed['matched']} models shown")
+    return ""
 
 
 def render_page(doc: dict[str, Any]) -> str:
@@ -194,6 +303,7 @@ def render_page(doc: dict[str, Any]) -> str:
         _PAGE.replace("{{SUMMARY}}", render_summary(doc))
         .replace("{{ROWS}}", render_rows(doc))
         .replace("{{INVALID}}", render_invalid(doc))
+        .replace("{{MORE}}", render_more(doc))
     )
 
 
@@ -225,6 +335,7 @@ td.error { color: #a00; max-width: 40rem; word-break: break-word; }
 <tbody id="rows">
 {{ROWS}}
 </tbody></table>
+<div id="more">{{MORE}}</div>
 <ul id="invalid" class="bad">{{INVALID}}</ul>
 <script>
 const esc = s => String(s ?? "").replace(/[&<>"']/g,
@@ -244,6 +355,11 @@ function localize() {
   for (const t of document.querySelectorAll("time[datetime]")) t.textContent = local(t.dateTime);
   document.getElementById("zone").textContent = `times in ${ZONE}`;
 }
+function counts(doc) {
+  const c = doc.counts;
+  const states = Object.keys(c).filter(k => k !== "models").map(k => `${c[k]} ${esc(k)}`);
+  return `${c.models} models` + (states.length ? ` (${states.join(", ")})` : "");
+}
 function render(doc) {
   const rows = doc.models.map(m => {
     const h = esc(m.health.state);
@@ -260,11 +376,16 @@ function render(doc) {
     ...(doc.dry_run ? ['<span class="bad">dry run: nothing is written</span>'] : []),
     `registry ${esc(doc.registry.url)} ${doc.registry.up ? "up" : "down"}`,
     `last sync ${when(doc.last_sync, doc.now)}`,
-    `${doc.models.length} models, ${doc.files} files`];
+    `${counts(doc)}, ${doc.files} files`];
   if (doc.invalid_files.length)
     s.push(`<span class="bad">${doc.invalid_files.length} invalid file(s)</span>`);
   if (doc.directory_error) s.push(`<span class="bad">${esc(doc.directory_error)}</span>`);
   document.getElementById("summary").innerHTML = s.join(" · ");
+  const l = doc.listed;
+  document.getElementById("more").textContent = l.models === "problems"
+    ? `${doc.models.length} of ${l.matched} models that need attention shown; ` +
+      "every model: status?models=all"
+    : l.next_offset != null ? `${doc.models.length} of ${l.matched} models shown` : "";
   document.getElementById("invalid").innerHTML =
     doc.invalid_files.map(f => `<li>${esc(f.error)}</li>`).join("");
 }

@@ -4,6 +4,7 @@ happened into events (``drift-corrected``, ``drift-detected``, ``sync-failed``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from typing import TYPE_CHECKING
@@ -26,12 +27,18 @@ async def apply(d: Daemon, plan: Plan, reread: set[str]) -> list[apply_mod.Outco
     now = d.clock.time()
     changes = {c.id: c for c in plan.changes}
     before = {i: s.state for i, s in d.models.items()}
-    for change in plan.changes:
+    root = str(d.root) + os.sep
+    for n, change in enumerate(plan.changes, 1):
+        if n % 200 == 0:
+            await asyncio.sleep(0)  # 50,000 rows: let the endpoints answer in between
         if change.id not in d.models:
             d.metrics.model_seen(change.id)
         status = d.status(change.id)
         if change.file:
-            status.file = os.path.relpath(change.file, d.root)
+            file = change.file  # relpath costs 100 ms over 20,000 rows; the prefix is enough
+            status.file = (
+                file[len(root) :] if file.startswith(root) else os.path.relpath(file, d.root)
+            )
         if change.action is Action.INVALID:
             status.state = State.INVALID
             status.last_error = d.model_files.first_error(change.file)
