@@ -231,3 +231,36 @@ def test_one_line_per_event(fmt: str) -> None:
         assert record["error"] == "line one\nline two"
     else:
         assert 'warning write id=a error="line one line two"' in lines[0]
+
+
+def test_status_lists_every_model_up_to_the_limit_then_only_problems() -> None:
+    from types import SimpleNamespace
+
+    from starlette.datastructures import QueryParams
+
+    from reconciler.daemon.web import LIST_LIMIT, BadQuery, Query, select_models
+
+    few = {f"m{i}": ModelStatus(f"m{i}", state=State.SYNCED) for i in range(3)}
+    rows, matched, shown = select_models(SimpleNamespace(models=few), Query())
+    assert (len(rows), matched, shown) == (3, 3, "all")
+
+    many = {f"m{i:05d}": ModelStatus(f"m{i:05d}", state=State.SYNCED) for i in range(1000)}
+    many["m00007"].state = State.ERROR
+    many["m00009"].available = False  # synced, but down
+    daemon = SimpleNamespace(models=many)
+    rows, matched, shown = select_models(daemon, Query())
+    assert [r.id for r in rows] == ["m00007", "m00009"] and shown == "problems"
+    rows, matched, _ = select_models(daemon, Query.parse(QueryParams("models=all")))
+    assert len(rows) == matched == 1000
+    rows, matched, _ = select_models(
+        daemon, Query.parse(QueryParams("models=all&limit=10&offset=995"))
+    )
+    assert [r.id for r in rows] == [f"m{i:05d}" for i in range(995, 1000)] and matched == 1000
+    rows, _, _ = select_models(daemon, Query.parse(QueryParams("id=m00003&id=nope")))
+    assert [r.id for r in rows] == ["m00003"]
+    rows, _, _ = select_models(daemon, Query.parse(QueryParams("state=error")))
+    assert [r.id for r in rows] == ["m00007"]
+    assert LIST_LIMIT < 1000
+    for bad in ("models=some", "limit=-1", "offset=x", "state=happy"):
+        with pytest.raises(BadQuery):
+            Query.parse(QueryParams(bad))

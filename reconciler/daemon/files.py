@@ -217,7 +217,7 @@ class ModelFiles:
             self._mark(path)
         if len(paths) > 1:  # files sharing an id all fail, naming each other
             self.models.pop(model_id, None)
-            self.invalid_ids[model_id] = next(reversed(paths))
+            self.invalid_ids[model_id] = max(paths)
             return
         path = next(iter(paths))
         record = self.records[path]
@@ -242,7 +242,7 @@ class ModelFiles:
         paths = self._by_id.get(record.declared_id or "", {})
         if len(paths) < 2:
             return record.errors
-        named = [p for p in paths if p != path]
+        named = sorted(p for p in paths if p != path)
         # Bounded: a thousand files sharing one id must not cost a million names.
         others = ", ".join(named[:3]) + (f" (+{len(named) - 3} more)" if len(named) > 3 else "")
         shared = Problem(path, f"id {record.declared_id!r} is also declared in {others}", "id")

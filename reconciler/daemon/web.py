@@ -75,8 +75,8 @@ class Query:
         known = {s.value for s in State}
         if any(x not in known for x in states):
             raise BadQuery(f"state: expected one of {', '.join(sorted(known))}")
-        return cls(models, tuple(params.getlist("id")), states, _count(params, "limit"),
-                   _count(params, "offset") or 0)  # fmt: skip
+        ids = tuple(params.getlist("id"))
+        return cls(models, ids, states, _count(params, "limit"), _count(params, "offset") or 0)
 
 
 def _count(params: Any, name: str) -> int | None:
