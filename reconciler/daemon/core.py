@@ -26,7 +26,7 @@ from ..clock import SYSTEM, Clock, wait_event
 from ..engine import Engine
 from ..engine import plan as make_plan
 from ..events import Event, Kind, Sink
-from ..plan import Action, IgnoreRule, Plan, PruneOptions, is_immutable, prunable
+from ..plan import Action, IgnoreRule, PruneOptions, is_immutable, prunable
 from ..registry import AuthError, Listing, RegistryClient, RegistryError
 from ..secrets import hidden_values, scrub
 from ..source import DEFAULT_POLICY, DesiredState, LoadPolicy, ModelFileFilter
@@ -41,13 +41,9 @@ from .state import (
     ModelStatus,
     Readiness,
     State,
-    due_orphans,
-    fence_deletes,
     jittered,
     next_due,
-    prune_reason,
     retry_delay,
-    track_orphans,
 )
 
 
@@ -265,7 +261,7 @@ class Daemon:
             make_plan, state, live, prune=self.options.prune, ignore=self.options.ignore
         )
         self.engine.planned(plan)
-        plan = self._fence(plan)
+        plan = writes.fence(self, plan)
         outcomes = await writes.apply(self, plan, reread)
         await health.from_listing(self, live)
         keep = {c.id for c in plan.changes} | set(self.orphans)
@@ -302,37 +298,6 @@ class Daemon:
         else:
             self._failed(auth=False)
         return ok
-
-    def _fence(self, plan: Plan) -> Plan:
-        """Keep only the deletes whose grace is over, and only as many as ``--max-deletes``
-        allows over the sliding window (files deleted one by one add up)."""
-        prune = self.options.prune
-        now = self.clock.time()
-        deletes = [c.id for c in plan.changes if c.action is Action.DELETE]
-        self.orphans = track_orphans(self.orphans, deletes, now)
-        due = due_orphans(self.orphans, now, self.options.prune_grace)
-        skipped = plan.prune_skipped
-        self.fenced = set()
-        if due and prune is not None and not prune.force:
-            allowed, self.deleted_at = fence_deletes(
-                self.deleted_at,
-                len(due),
-                now,
-                window=self.options.delete_window,
-                max_deletes=prune.max_deletes,
-            )
-            if not allowed:
-                skipped = (
-                    f"prune skipped: {len(self.deleted_at)} entries deleted in the last "
-                    f"{self.options.delete_window / 60:.0f} min and {len(due)} more would pass "
-                    f"--max-deletes {prune.max_deletes}; pass --force (or a higher "
-                    "--max-deletes) to delete them"
-                )
-                self.fenced, due = due, set()
-        if skipped and prune is not None:
-            self.metrics.of(self.metrics.prune_skipped, reason=prune_reason(skipped)).inc()
-        changes = tuple(c for c in plan.changes if c.action is not Action.DELETE or c.id in due)
-        return Plan(changes, skipped)
 
     def _grace_left(self) -> float | None:
         """Seconds until an orphan's grace is over (0: it is; None: none waits). Those the fence

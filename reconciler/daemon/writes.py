@@ -15,7 +15,15 @@ from ..plan import Action, Change, Plan, writes
 from ..spec import Entry
 from . import changes as words
 from .logs import event
-from .state import State, is_drift, state_after
+from .state import (
+    State,
+    due_orphans,
+    fence_deletes,
+    is_drift,
+    prune_reason,
+    state_after,
+    track_orphans,
+)
 
 if TYPE_CHECKING:
     from .core import Daemon
@@ -113,6 +121,38 @@ async def apply(d: Daemon, plan: Plan, reread: set[str]) -> list[apply_mod.Outco
             )
         )
     return outcomes
+
+
+def fence(d: Daemon, plan: Plan) -> Plan:
+    """Keep only the deletes whose grace is over, and only as many as ``--max-deletes``
+    allows over the sliding window (files deleted one by one add up)."""
+    prune = d.options.prune
+    now = d.clock.time()
+    deletes = [c.id for c in plan.changes if c.action is Action.DELETE]
+    d.orphans = track_orphans(d.orphans, deletes, now)
+    due = due_orphans(d.orphans, now, d.options.prune_grace)
+    skipped = plan.prune_skipped
+    d.fenced = set()
+    if due and prune is not None and not prune.force:
+        allowed, d.deleted_at = fence_deletes(
+            d.deleted_at,
+            len(due),
+            now,
+            window=d.options.delete_window,
+            max_deletes=prune.max_deletes,
+        )
+        if not allowed:
+            skipped = (
+                f"prune skipped: {len(d.deleted_at)} entries deleted in the last "
+                f"{d.options.delete_window / 60:.0f} min and {len(due)} more would pass "
+                f"--max-deletes {prune.max_deletes}; pass --force (or a higher "
+                "--max-deletes) to delete them"
+            )
+            d.fenced, due = due, set()
+    if skipped and prune is not None:
+        d.metrics.of(d.metrics.prune_skipped, reason=prune_reason(skipped)).inc()
+    changes = tuple(c for c in plan.changes if c.action is not Action.DELETE or c.id in due)
+    return Plan(changes, skipped)
 
 
 def _failed(d: Daemon, o: apply_mod.Outcome, error: str | None, now: float) -> None:
