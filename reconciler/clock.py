@@ -4,7 +4,9 @@ something (the daemon's timers, grace periods and retries; the notifier's pacing
 :data:`SYSTEM` is the real clock. :class:`FakeClock` is time that moves only when told
 (:meth:`FakeClock.advance`), so a test of a 60 s resync timer or a one-hour delete window takes
 no real time, and what happens at each moment is decided by the test, not by the load of the
-machine (the way kopf's tests run on looptime).
+machine (the way kopf's tests run on looptime). It does not jump on its own when every task is
+idle, as looptime does: a task waiting for a real server's answer looks idle too, and a jump
+then would fire timers in the middle of a request.
 """
 
 from __future__ import annotations

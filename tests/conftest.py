@@ -224,8 +224,10 @@ class ThreadRegistry:
             immutable=immutable,
             **self._settings,
         )
-        port = int(self.url.rsplit(":", 1)[1])
-        sock = bind("127.0.0.1", port)
+        # The first start takes a free port from the kernel (no race with another test process);
+        # a restart binds the same one again.
+        sock = bind("127.0.0.1", int(self.url.rsplit(":", 1)[1]) if self.url else 0)
+        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
 
         class Server(uvicorn.Server):
             @contextlib.contextmanager
@@ -329,7 +331,7 @@ def registry_factory(tmp_path: Path) -> Iterator[Callable[..., ThreadRegistry]]:
     ) -> ThreadRegistry:
         n = len(started)
         running = ThreadRegistry(
-            f"http://127.0.0.1:{free_port()}",
+            "",  # known once it listens
             secrets.token_urlsafe(16),
             tmp_path / f"registry-{n}.db",
             strict_add=strict_add,

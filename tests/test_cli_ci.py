@@ -51,17 +51,17 @@ def gone_env() -> dict[str, str]:
 
 
 def test_exit_codes_of_every_command(
-    run_cli_process: Run, registry: RunningRegistry, team_dir: Path, tmp_path: Path
+    run_cli: Run, registry: RunningRegistry, team_dir: Path, tmp_path: Path
 ) -> None:
     env = registry.env()
     d = ("--dir", str(team_dir))
     codes = {
-        "diff pending": run_cli_process("diff", *d, env=env).returncode,
-        "sync": run_cli_process("sync", *d, env=env).returncode,
-        "diff in sync": run_cli_process("diff", *d, env=env).returncode,
-        "validate": run_cli_process("validate", *d).returncode,
-        "schema": run_cli_process("schema").returncode,
-        "version": run_cli_process("--version").returncode,
+        "diff pending": run_cli("diff", *d, env=env).returncode,
+        "sync": run_cli("sync", *d, env=env).returncode,
+        "diff in sync": run_cli("diff", *d, env=env).returncode,
+        "validate": run_cli("validate", *d).returncode,
+        "schema": run_cli("schema").returncode,
+        "version": run_cli("--version").returncode,
     }
     assert codes == dict.fromkeys(codes, 0) | {"diff pending": 2}
     usage = [
@@ -77,14 +77,14 @@ def test_exit_codes_of_every_command(
         ("nosuchcommand",),
     ]
     for args in usage:
-        result = run_cli_process(*args, env=env)
+        result = run_cli(*args, env=env)
         assert result.returncode == 1, (args, result.returncode, result.stderr)
     (team_dir / "broken.toml").write_text("x = = 1\n")
-    assert run_cli_process("diff", *d, env=env).returncode == 1
-    assert run_cli_process("validate", *d).returncode == 1
+    assert run_cli("diff", *d, env=env).returncode == 1
+    assert run_cli("validate", *d).returncode == 1
     gone = ("--timeout", "1")
-    assert run_cli_process("diff", *d, *gone, env=gone_env()).returncode == 1
-    assert run_cli_process("health", "--all", *gone, env=gone_env()).returncode == 1
+    assert run_cli("diff", *d, *gone, env=gone_env()).returncode == 1
+    assert run_cli("health", "--all", *gone, env=gone_env()).returncode == 1
 
 
 def test_refused_prune_exits_1_in_diff_and_sync(registry: RunningRegistry, team_dir: Path) -> None:
