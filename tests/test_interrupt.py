@@ -256,7 +256,9 @@ def test_a_hung_registry_ends_the_sync_too(
 ) -> None:
     registry = process_registry_factory(extra_args=["--latency-ms", "200"])
     ids = model_files(tmp_path / "models.d", 100)
-    proc = cli(registry, tmp_path, "sync", "--dir", "models.d", "--timeout", "1")
+    # At most 4 writes in flight (sync's default is higher), so most are never attempted.
+    args = ("sync", "--dir", "models.d", "--timeout", "1", "--concurrency", str(CONCURRENCY))
+    proc = cli(registry, tmp_path, *args)
     assert registry.process is not None
     try:
         wait_for("some writes", lambda: registry.counts()["writes"] >= CONCURRENCY)
