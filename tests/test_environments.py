@@ -260,13 +260,6 @@ def test_a_model_file_cannot_read_an_environments_key(run_cli: Run, setup: Setup
         assert len(live(registry)) == 2
 
 
-def test_watch_refuses_environments_for_now(run_cli: Run, setup: Setup):
-    setup.config()
-    result = cli(run_cli, setup, "watch")
-    assert result.returncode == 1
-    assert "watch does not run [environments] yet (dev, prod)" in result.stderr
-
-
 @pytest.mark.parametrize(
     ("args", "sig", "code"),
     [

@@ -28,6 +28,9 @@ from .common import (
     load_file_config,
     load_settings,
 )
+from .environments import AllEnvsOpt, EnvOpt
+from .environments import resolve as resolve_envs
+from .environments import wanted as environments_wanted
 
 
 class LogFormat(StrEnum):
@@ -42,7 +45,7 @@ def watch(
     config: ConfigOpt = None,
     prune: PruneOpt = False,
     owns: OwnsOpt = None,
-    max_deletes: MaxDeletesOpt = defaults.MAX_DELETES,
+    max_deletes: MaxDeletesOpt = None,
     force: ForceOpt = False,
     concurrency: ConcurrencyOpt = defaults.CONCURRENCY,
     rps: RpsOpt = None,
@@ -88,8 +91,11 @@ def watch(
         list[str] | None,
         typer.Option("--notify", help="POST each event as JSON to this URL (repeatable)."),
     ] = None,
+    env: EnvOpt = None,
+    all_envs: AllEnvsOpt = False,
 ) -> None:
-    """Run as a daemon: sync at start, on every file change and on a timer; serve status."""
+    """Run as a daemon: sync at start, on every file change and on a timer; serve status.
+    With --env/--all-envs, every selected environment of reconciler.toml at once."""
     from .. import daemon, reconcile
     from ..config import check_webhook_url
     from ..daemon.state import parse_listen
@@ -97,21 +103,34 @@ def watch(
 
     err = console(stderr=True)
     file_config = load_file_config(err, config)
-    if file_config.environments:
-        # The daemon serves one registry still: run one watch per environment until it can.
-        fail(
+    envs = []
+    if environments_wanted(file_config, env, all_envs):
+        envs = resolve_envs(
             err,
-            f"watch does not run [environments] yet ({', '.join(file_config.environments)}); "
-            "run diff/sync --all-envs, or watch each registry with its own --config",
+            file_config,
+            env,
+            all_envs,
+            registry_url=registry_url,
+            on_behalf_of=on_behalf_of,
+            prune=prune,
+            owns=owns or (),
+            max_deletes=max_deletes,
+            force=force,
         )
     settings = load_settings(err)
     try:
-        prune_opts = reconcile.prune_options(
-            prune, owns or (), file_config, max_deletes=max_deletes, force=force
-        )
-        target = reconcile.resolve_target(
-            settings, file_config, registry_url=registry_url, on_behalf_of=on_behalf_of
-        )
+        prune_opts = target = None
+        if not envs:
+            prune_opts = reconcile.prune_options(
+                prune,
+                owns or (),
+                file_config,
+                max_deletes=defaults.MAX_DELETES if max_deletes is None else max_deletes,
+                force=force,
+            )
+            target = reconcile.resolve_target(
+                settings, file_config, registry_url=registry_url, on_behalf_of=on_behalf_of
+            )
         host, port = parse_listen(listen)
         for url in notify or ():
             try:
@@ -144,7 +163,13 @@ def watch(
     )
     try:
         code = daemon.run(
-            options, target, listen=sock, log_format=log_format.value, timeout=timeout, rps=rps
+            options,
+            target,
+            listen=sock,
+            log_format=log_format.value,
+            timeout=timeout,
+            rps=rps,
+            envs=envs,
         )
     finally:
         sock.close()

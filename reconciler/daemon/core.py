@@ -34,9 +34,10 @@ from ..spec import Entry
 from . import health, writes
 from .collect import Collector
 from .files import ModelFiles
-from .logs import event
+from .logs import Log, event
 from .metrics import Metrics
 from .notify import Webhook
+from .overlays import NO_OVERLAY, Overlay
 from .state import (
     ModelStatus,
     Readiness,
@@ -80,17 +81,19 @@ class LastRun:
 
 
 class Daemon:
-    """One reconciler loop over one directory and one registry."""
+    """One reconciler loop over one directory and one registry; with environments, one per
+    environment, ``files`` its view of the files read once for all, with its ``overlay``."""
 
     def __init__(
         self,
         options: Options,
         client: RegistryClient,
-        log: logging.Logger,
+        log: Log,
         metrics: Metrics,
         events: Sink | None = None,
         clock: Clock = SYSTEM,
         files: ModelFiles | None = None,
+        overlay: Overlay = NO_OVERLAY,
     ) -> None:
         self.options = options
         self.clock = clock
@@ -103,6 +106,7 @@ class Daemon:
         self.model_files = files or ModelFiles(
             self.root, lambda: self.events, options.load_policy, clock
         )
+        self.overlay = overlay
         self.live: dict[str, Entry] | None = None
         self.models: dict[str, ModelStatus] = {}
         self.orphans: dict[str, float] = {}
@@ -256,7 +260,7 @@ class Daemon:
         self.live = {e.id: e for e in live}
         # Planning 50,000 models is CPU work: in a thread (the pure step; the engine's event
         # is told here, on the loop), so the endpoints keep answering meanwhile.
-        state = self.model_files.desired()
+        state = self.overlay.everything(self.model_files.desired())  # read again: may change
         plan = await asyncio.to_thread(
             make_plan, state, live, prune=self.options.prune, ignore=self.options.ignore
         )
@@ -314,7 +318,7 @@ class Daemon:
             return False
         ids = await self.model_files.refresh(paths)
         # Only the ids the changed files declared (before or now) are planned: constant work.
-        subset = self.model_files.desired(ids)
+        subset = self.overlay.subset(self.model_files.desired(ids), ids)
         desired, invalid = subset.models, subset.invalid_ids
         live = [self.live[i] for i in ids if i in self.live]
         plan = self.engine.plan(subset, live, ignore=self.options.ignore)
@@ -352,7 +356,8 @@ class Daemon:
         model = self.model_files.models.get(model_id)
         if not text or model is None:
             return text
-        return scrub(text, hidden_values(model.body, model.sensitive))
+        hidden = hidden_values(model.body, model.sensitive)
+        return scrub(text, hidden | self.overlay.hidden(model_id))
 
     def status(self, model_id: str) -> ModelStatus:
         """The model's row, created on first use."""
@@ -415,7 +420,7 @@ class Daemon:
         m = self.metrics
         m.of(m.ready).set(1 if self.readiness.ready else 0)
         m.of(m.registry_up).set(1 if self.readiness.registry_up else 0)
-        m.of(m.invalid_files).set(len(self.model_files.failed))
+        m.of(m.invalid_files).set(len(self.model_files.failed) + self.overlay.failed_files)
         if self.last_sync is not None:
             m.of(m.last_sync).set(self.last_sync)
 
@@ -423,4 +428,5 @@ class Daemon:
         """Models whose file is valid and whose entry is in the registry (and writable)."""
         live = self.live or {}
         models = self.model_files.models
-        return sorted(i for i in models if i in live and not is_immutable(live[i]))
+        ids = (i for i in models if i in live and not is_immutable(live[i]))
+        return sorted(i for i in ids if self.overlay.keeps(i))

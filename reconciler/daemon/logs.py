@@ -63,7 +63,23 @@ def setup(fmt: LogFormat, stream: TextIO | None = None) -> logging.Logger:
     return logging.getLogger(LOGGER)
 
 
-def event(log: logging.Logger, name: str, level: int = logging.INFO, **fields: Any) -> None:
+class EnvironmentLog(logging.LoggerAdapter[logging.Logger]):
+    """The daemon's logger for one environment: every line carries ``environment=NAME``."""
+
+    def __init__(self, log: logging.Logger, environment: str) -> None:
+        super().__init__(log, {"environment": environment})
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        extra = dict(kwargs.get("extra") or {})
+        extra["fields"] = {**(self.extra or {}), **(extra.get("fields") or {})}
+        kwargs["extra"] = extra
+        return msg, kwargs
+
+
+Log = logging.Logger | EnvironmentLog
+
+
+def event(log: Log, name: str, level: int = logging.INFO, **fields: Any) -> None:
     """Log one event with its fields (never a secret: callers pass ids, counts and messages)."""
     log.log(level, name, extra={"fields": fields})
 
@@ -73,7 +89,7 @@ class LogSink:
     file``...). Sync failures and writes are logged where they happen (``write``, ``registry
     error``), with more detail than the event holds, so they are not repeated here."""
 
-    def __init__(self, log: logging.Logger) -> None:
+    def __init__(self, log: Log) -> None:
         self.log = log
 
     def emit(self, e: Event) -> None:

@@ -1,13 +1,15 @@
 """Prometheus metrics of the daemon, in their own ``CollectorRegistry`` (no process globals).
 
 Every metric is built through :meth:`Metrics._make` and every labelled child through
-:meth:`Metrics.of`, so a label common to all series (``environment``, once environments are
-configured) is one change to :attr:`Metrics.common`. Counters exist at zero from the start, so
-an alert on ``increase(...)`` sees a series before the first event.
+:meth:`Metrics.of`, so a label common to all series (``environment``) is one change to
+:attr:`Metrics.common`; :meth:`Metrics.view` gives each environment the same metrics under its
+own value. Counters exist at zero from the start, so an alert on ``increase(...)`` sees a
+series before the first event.
 """
 
 from __future__ import annotations
 
+import copy
 import platform
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
@@ -45,14 +47,13 @@ class Metrics:
     def __init__(self, *, dry_run: bool = False, common: Mapping[str, str] | None = None) -> None:
         self.common: dict[str, str] = dict(common or {})
         self.registry = CollectorRegistry(auto_describe=True)
+        self._dry = dry_run
         self.build_info = self._make(
             Info, "reconciler_build", "The reconciler's version and Python's (always 1)."
         )
-        self.of(self.build_info).info({"version": VERSION, "python": platform.python_version()})
         self.dry_run = self._make(
             Gauge, "reconciler_dry_run", "1 when the daemon runs with --dry-run (never writes)."
         )
-        self.of(self.dry_run).set(1 if dry_run else 0)
         self.runs = self._make(
             Counter,
             "reconciler_reconcile_runs",
@@ -135,11 +136,26 @@ class Metrics:
         self.invalid_files = self._make(
             Gauge, "reconciler_invalid_files", "Model files that failed to load."
         )
-        self._models: Callable[[], Iterable[ModelStatus]] = list
+        # Where the scrape-time gauges read each view's models, by its common label values.
+        self._models: dict[tuple[str, ...], Callable[[], Iterable[ModelStatus]]] = {}
         self.registry.register(_ModelGauges(self))
-        self._zeros()
+        self._start()
 
-    def _zeros(self) -> None:
+    def view(self, **common: str) -> Metrics:
+        """The same metrics (one registry, one ``/metrics``) under other common label values:
+        one environment's."""
+        other = copy.copy(self)
+        other.common = {**self.common, **common}
+        if list(other.common) != list(self.common):
+            raise ValueError("a view changes the values of the common labels, not their names")
+        other._start()
+        return other
+
+    def _start(self) -> None:
+        self.of(self.build_info).info({"version": VERSION, "python": platform.python_version()})
+        self.of(self.dry_run).set(1 if self._dry else 0)
+        self.watch_models(list)
+        # Counters at zero, so an alert on increase(...) sees a series before the first event.
         for kind in ("full", "incremental"):
             for result in ("ok", "error"):
                 self.of(self.runs, kind=kind, result=result)
@@ -166,7 +182,7 @@ class Metrics:
 
     def watch_models(self, source: Callable[[], Iterable[ModelStatus]]) -> None:
         """Where the scrape-time gauges read the models from."""
-        self._models = source
+        self._models[tuple(self.common.values())] = source
 
     def model_seen(self, model_id: str) -> None:
         """Start the per-id counters at zero for a model now managed."""
@@ -219,8 +235,7 @@ class _ModelGauges(Collector):
         self.metrics = metrics
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
-        common = self.metrics.common
-        names, values = list(common), list(common.values())
+        names = list(self.metrics.common)
         by_state = GaugeMetricFamily(
             "reconciler_models", "Managed models, by state.", labels=[*names, "state"]
         )
@@ -235,14 +250,16 @@ class _ModelGauges(Collector):
             "1 when the model's last health check found it available, 0 when not.",
             labels=[*names, "id"],
         )
-        counts = dict.fromkeys(State, 0)
-        for m in self.metrics._models():
-            counts[m.state] += 1
-            if m.available is not None:
-                available.add_metric([*values, m.id], 1 if m.available else 0)
-        for state, n in counts.items():
-            by_state.add_metric([*values, state.value], n)
-        out.add_metric(values, sum(counts[s] for s in UNSYNCED))
+        for common, models in list(self.metrics._models.items()):
+            values = list(common)
+            counts = dict.fromkeys(State, 0)
+            for m in models():
+                counts[m.state] += 1
+                if m.available is not None:
+                    available.add_metric([*values, m.id], 1 if m.available else 0)
+            for state, n in counts.items():
+                by_state.add_metric([*values, state.value], n)
+            out.add_metric(values, sum(counts[s] for s in UNSYNCED))
         return [by_state, out, available]
 
 

@@ -14,14 +14,15 @@ from .logs import event
 
 if TYPE_CHECKING:
     from .core import Daemon
+    from .fleet import Fleet
 
 # Kubernetes swaps a ConfigMap volume's content by renaming this symlink: one event, all files.
 CONFIGMAP_DATA = "..data"
 
 
-async def watch(daemon: Daemon) -> None:
-    """Watch until the daemon stops, by watching again and asking for a rescan whenever the
-    directory comes back or is replaced."""
+async def watch(daemon: Daemon | Fleet) -> None:
+    """Watch until the daemon (or every daemon of a fleet) stops, by watching again and asking
+    for a rescan whenever the directory comes back or is replaced."""
     root = daemon.root
     was_missing = False
 

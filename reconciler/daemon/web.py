@@ -1,5 +1,8 @@
 """The operator endpoints on ``--listen``: /healthz, /readyz, /metrics, /status and a status page.
 
+With environments, /status holds the fleet's readiness and one document per environment, the
+page one section each, and /readyz answers for all of them (/readyz/NAME for one).
+
 Nothing here can show a secret: the status holds ids, file names, states, times and messages,
 never a definition, and the registry URL is shown without any user-info part.
 """
@@ -22,6 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..text import json_text
 from .core import Daemon
+from .fleet import Fleet
 from .state import ModelStatus, State, iso_or_none
 
 
@@ -44,6 +48,8 @@ def invalid_files(daemon: Daemon) -> list[dict[str, str]]:
         if problems:
             rel = os.path.relpath(path, daemon.root)
             first[rel] = str(dataclasses.replace(problems[0], path=rel))
+    for p in daemon.overlay.errors:  # an environment's overlay files, named as configured
+        first.setdefault(p.path, str(p))
     return [{"file": f, "error": e} for f, e in sorted(first.items())]
 
 
@@ -162,6 +168,25 @@ def status_document(daemon: Daemon, query: Query | None = None) -> dict[str, Any
     }
 
 
+def fleet_document(fleet: Fleet, query: Query | None = None) -> dict[str, Any]:
+    """/status: the one daemon's document; with environments, the fleet's readiness (ready when
+    every environment is) and each environment's document, in the order selected."""
+    if not fleet.environments:
+        return status_document(fleet.daemons[0], query)
+    first = fleet.daemons[0]
+    return {
+        "ready": fleet.ready,
+        "reason": fleet.why_not,
+        "directory": str(first.root),
+        "files": len(first.model_files),
+        "started": iso_or_none(first.started),
+        "now": iso_or_none(first.clock.time()),
+        "environments": [
+            {"name": m.name, **status_document(m.daemon, query)} for m in fleet.members
+        ],
+    }
+
+
 class StatusResponse(JSONResponse):
     """JSON with every unprintable character escaped: ids and paths may hold ESC or C1 bytes."""
 
@@ -169,32 +194,46 @@ class StatusResponse(JSONResponse):
         return json_text(json.dumps(content, ensure_ascii=False)).encode("utf-8")
 
 
-def create_app(daemon: Daemon) -> Starlette:
-    """The Starlette app serving the daemon's state."""
+def create_app(daemon: Daemon | Fleet) -> Starlette:
+    """The Starlette app serving the daemon's (or every environment's) state."""
+    fleet = Fleet.of(daemon) if isinstance(daemon, Daemon) else daemon
 
     async def healthz(_: Request) -> Response:
         return PlainTextResponse("ok\n")
 
     async def readyz(_: Request) -> Response:
-        if daemon.readiness.ready:
+        if fleet.ready:
             return PlainTextResponse("ready\n")
-        return PlainTextResponse(f"not ready: {daemon.readiness.reason}\n", status_code=503)
+        one = fleet.daemons[0].readiness.reason  # without environments: as it always said
+        reason = fleet.why_not if fleet.environments else one
+        return PlainTextResponse(f"not ready: {reason}\n", status_code=503)
+
+    async def ready_env(request: Request) -> Response:
+        name = request.path_params["name"]
+        member = next((m for m in fleet.members if fleet.environments and m.name == name), None)
+        if member is None:
+            return PlainTextResponse("no such environment\n", status_code=404)
+        if member.daemon.readiness.ready:
+            return PlainTextResponse("ready\n")
+        why = member.daemon.readiness.why_not
+        return PlainTextResponse(f"not ready: {why}\n", status_code=503)
 
     async def status(request: Request) -> Response:
         try:
             query = Query.parse(request.query_params)
         except BadQuery as exc:
             return PlainTextResponse(f"bad query: {exc}\n", status_code=400)
-        return StatusResponse(status_document(daemon, query))
+        return StatusResponse(fleet_document(fleet, query))
 
     async def page(_: Request) -> Response:
-        return HTMLResponse(render_page(status_document(daemon)))
+        return HTMLResponse(render_page(fleet_document(fleet)))
 
     return Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
             Route("/readyz", readyz, methods=["GET", "HEAD"]),
-            Route("/metrics", _Asgi(daemon.metrics.asgi_app()), methods=["GET"]),
+            Route("/readyz/{name}", ready_env, methods=["GET", "HEAD"]),
+            Route("/metrics", _Asgi(fleet.daemons[0].metrics.asgi_app()), methods=["GET"]),
             Route("/status", status, methods=["GET"]),
             Route("/", page, methods=["GET"]),
         ]
@@ -296,15 +335,42 @@ def render_more(doc: dict[str, Any]) -> str:
     return ""
 
 
-def render_page(doc: dict[str, Any]) -> str:
-    """The whole page, rendered on the server so it reads without script; the script keeps
-    it fresh by re-rendering from /status."""
+def render_section(doc: dict[str, Any], name: str | None = None) -> str:
+    """One registry's part of the page: a heading (with environments), its summary, its
+    models and its invalid files."""
+    heading = f"<h2>{html.escape(name)}</h2>\n" if name is not None else ""
     return (
-        _PAGE.replace("{{SUMMARY}}", render_summary(doc))
+        _SECTION.replace("{{HEADING}}", heading)
+        .replace("{{SUMMARY}}", render_summary(doc))
         .replace("{{ROWS}}", render_rows(doc))
         .replace("{{INVALID}}", render_invalid(doc))
         .replace("{{MORE}}", render_more(doc))
     )
+
+
+def render_page(doc: dict[str, Any]) -> str:
+    """The whole page, rendered on the server so it reads without script; the script keeps
+    it fresh by re-rendering from /status. With environments: the fleet's readiness, then a
+    section per environment."""
+    envs = doc.get("environments")
+    if envs is None:
+        return _PAGE.replace("{{OVERALL}}", "").replace("{{SECTIONS}}", render_section(doc))
+    ready = "ready" if doc["ready"] else f"not ready: {doc['reason'] or ''}"
+    overall = f'<span class="{"ok" if doc["ready"] else "bad"}">{html.escape(ready)}</span>'
+    sections = "\n".join(render_section(e, e["name"]) for e in envs)
+    return _PAGE.replace("{{OVERALL}}", overall).replace("{{SECTIONS}}", sections)
+
+
+_SECTION = """<section class="registry">
+{{HEADING}}<div class="summary">{{SUMMARY}}</div>
+<table><thead><tr><th>model</th><th>file</th><th>state</th><th>health</th>
+<th>last applied</th><th>last check</th><th>last error</th></tr></thead>
+<tbody class="rows">
+{{ROWS}}
+</tbody></table>
+<div class="more">{{MORE}}</div>
+<ul class="invalid bad">{{INVALID}}</ul>
+</section>"""
 
 
 _PAGE = """<!doctype html>
@@ -314,7 +380,8 @@ _PAGE = """<!doctype html>
 <style>
 body { font: 14px system-ui, sans-serif; margin: 1.5rem; color: #222; }
 h1 { font-size: 1.2rem; margin: 0 0 .5rem; }
-#summary { margin-bottom: 1rem; color: #444; }
+h2 { font-size: 1.05rem; margin: 1.5rem 0 .3rem; }
+.summary, #overall { margin-bottom: 1rem; color: #444; }
 table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; padding: .35rem .6rem; border-bottom: 1px solid #ddd; }
 th { background: #f4f4f4; position: sticky; top: 0; }
@@ -329,14 +396,10 @@ td.error { color: #a00; max-width: 40rem; word-break: break-word; }
 <body>
 <h1>reconciler</h1>
 <div id="zone">times in UTC</div>
-<div id="summary">{{SUMMARY}}</div>
-<table><thead><tr><th>model</th><th>file</th><th>state</th><th>health</th>
-<th>last applied</th><th>last check</th><th>last error</th></tr></thead>
-<tbody id="rows">
-{{ROWS}}
-</tbody></table>
-<div id="more">{{MORE}}</div>
-<ul id="invalid" class="bad">{{INVALID}}</ul>
+<div id="overall">{{OVERALL}}</div>
+<div id="sections">
+{{SECTIONS}}
+</div>
 <script>
 const esc = s => String(s ?? "").replace(/[&<>"']/g,
   c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
@@ -360,7 +423,7 @@ function counts(doc) {
   const states = Object.keys(c).filter(k => k !== "models").map(k => `${c[k]} ${esc(k)}`);
   return `${c.models} models` + (states.length ? ` (${states.join(", ")})` : "");
 }
-function render(doc) {
+function section(sec, doc) {
   const rows = doc.models.map(m => {
     const h = esc(m.health.state);
     return `<tr class="model" data-id="${esc(m.id)}"><td>${esc(m.id)}</td>` +
@@ -369,7 +432,7 @@ function render(doc) {
       `<td>${when(m.health.checked_at, doc.now)}</td>` +
       `<td class="error">${esc(m.last_error || m.health.error)}</td></tr>`;
   });
-  document.getElementById("rows").innerHTML =
+  sec.querySelector(".rows").innerHTML =
     rows.join("\\n") || '<tr><td colspan="7" class="empty">no models yet</td></tr>';
   const s = [doc.ready ? '<span class="ok">ready</span>'
                        : `<span class="bad">not ready: ${esc(doc.reason)}</span>`,
@@ -380,21 +443,29 @@ function render(doc) {
   if (doc.invalid_files.length)
     s.push(`<span class="bad">${doc.invalid_files.length} invalid file(s)</span>`);
   if (doc.directory_error) s.push(`<span class="bad">${esc(doc.directory_error)}</span>`);
-  document.getElementById("summary").innerHTML = s.join(" · ");
+  sec.querySelector(".summary").innerHTML = s.join(" · ");
   const l = doc.listed;
-  document.getElementById("more").textContent = l.models === "problems"
+  sec.querySelector(".more").textContent = l.models === "problems"
     ? `${doc.models.length} of ${l.matched} models that need attention shown; ` +
       "every model: status?models=all"
     : l.next_offset != null ? `${doc.models.length} of ${l.matched} models shown` : "";
-  document.getElementById("invalid").innerHTML =
+  sec.querySelector(".invalid").innerHTML =
     doc.invalid_files.map(f => `<li>${esc(f.error)}</li>`).join("");
+}
+// One section per environment (in /status's order), or the one registry's.
+function render(doc) {
+  const sections = document.querySelectorAll("section.registry");
+  (doc.environments || [doc]).forEach((env, i) => sections[i] && section(sections[i], env));
+  if (doc.environments)
+    document.getElementById("overall").innerHTML = doc.ready ? '<span class="ok">ready</span>'
+      : `<span class="bad">not ready: ${esc(doc.reason)}</span>`;
 }
 async function refresh() {
   try {
     const r = await fetch("status", {cache: "no-store"});
     if (r.ok) render(await r.json());
   } catch (e) {
-    document.getElementById("summary").innerHTML =
+    document.getElementById("overall").innerHTML =
       '<span class="bad">the daemon does not answer</span>';
   }
 }

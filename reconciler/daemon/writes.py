@@ -49,7 +49,9 @@ async def apply(d: Daemon, plan: Plan, reread: set[str]) -> list[apply_mod.Outco
             )
         if change.action is Action.INVALID:
             status.state = State.INVALID
-            status.last_error = d.model_files.first_error(change.file)
+            status.last_error = d.overlay.first_error(change.file) or d.model_files.first_error(
+                change.file
+            )
         elif change.action is Action.IMMUTABLE:
             status.state = State.IMMUTABLE
             status.last_error = change.reason
