@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from reconciler.apply import Outcome
 from reconciler.daemon.logs import event, setup
 from reconciler.daemon.metrics import Metrics
+from reconciler.daemon.page import render_page, render_rows
 from reconciler.daemon.state import (
     ModelStatus,
     Readiness,
@@ -26,7 +27,7 @@ from reconciler.daemon.state import (
     state_after,
     track_orphans,
 )
-from reconciler.daemon.web import public_url, render_page, render_rows
+from reconciler.daemon.web import public_url
 from reconciler.plan import Action, Change
 from reconciler.report import iso_time
 from reconciler.source import FileResult, Problem
