@@ -213,3 +213,50 @@ def test_the_cli_defaults_are_the_defaults_module() -> None:
     assert w["resync_interval"].default == defaults.RESYNC_INTERVAL
     assert w["prune_grace"].default == defaults.PRUNE_GRACE
     assert w["listen"].default == defaults.LISTEN
+
+
+def _planned(creates: int) -> Any:
+    from reconciler.events import Event
+
+    counts = {"create": creates, "update": 0, "delete": 0, "unchanged": 3}
+    return Event(Kind.PLANNED, 0.0, "planned", counts=tuple(counts.items()))
+
+
+def test_progress_is_an_engine_sink_a_line_per_write_in_a_pipe() -> None:
+    import io
+
+    from rich.console import Console
+
+    from reconciler.cli.progress import Progress
+    from reconciler.events import Event
+
+    out = io.StringIO()
+    show = Progress(Console(file=out, force_terminal=False), quiet=False)
+    show.emit(_planned(2))
+    with show:
+        show.emit(Event(Kind.WRITTEN, 0.0, "", id="team:a", action="create"))
+        show.emit(Event(Kind.NOT_ATTEMPTED, 0.0, "", id="team:c", action="create"))
+        show.emit(Event(Kind.WRITE_FAILED, 0.0, "", id="team:b", action="create", error="x"))
+    assert out.getvalue().splitlines() == [
+        "[1/2] create team:a: ok",
+        "[2/2] create team:b: failed (why: below)",
+    ]
+
+
+def test_progress_on_a_terminal_is_a_bar_sized_by_the_plan() -> None:
+    import io
+
+    from rich.console import Console
+
+    from reconciler.cli.progress import BAR_FROM, Progress
+    from reconciler.events import Event
+
+    show = Progress(Console(file=io.StringIO(), force_terminal=True), quiet=False)
+    show.emit(_planned(BAR_FROM))
+    with show:
+        assert show.bar is not None
+        for i in range(BAR_FROM):
+            show.emit(Event(Kind.WRITTEN, 0.0, "", id=f"team:{i}", action="create"))
+        (task,) = show.bar.tasks
+        assert (task.total, task.completed) == (BAR_FROM, BAR_FROM)
+    assert show.bar is None
