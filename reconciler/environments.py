@@ -187,7 +187,7 @@ class EnvRun:
 
 
 @dataclass
-class Options:
+class RunOptions:
     """How each environment is run (the same for all)."""
 
     write: bool = False
@@ -206,7 +206,7 @@ async def run_all(
     envs: Sequence[Environment],
     loading: Loading,
     overlays: Mapping[str, overlay_mod.Overlays],
-    options: Options,
+    options: RunOptions,
 ) -> list[EnvRun]:
     """List, plan and (with ``options.write``) apply every environment concurrently; the files
     are loaded once (``loading``), while the registries are listed."""

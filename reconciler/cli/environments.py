@@ -153,7 +153,7 @@ def reconcile(
     def writing() -> None:
         interrupt.writing = True
 
-    options = environments.Options(
+    options = environments.RunOptions(
         write=how.write and not how.dry_run,
         timeout=how.timeout,
         rps=how.rps,

@@ -43,7 +43,7 @@ from starlette.types import Receive, Scope, Send
 
 from ..spec import SERVER_MANAGED_KEYS, Definition
 from .answers import error, json_answer, printable, validation_error
-from .faults import Call, Control, Faults, Options
+from .faults import Call, Control, Faults, ServerOptions
 from .guards import BODY_DEADLINE, DEFAULT_MAX_BODY, AccessLog, BearerAuth, BodyLimit
 from .jsonbody import read_json
 from .probe import probe
@@ -398,7 +398,8 @@ def create_app(
         entries.append(make_entry(body, source=source, immutable=True))
     store.replace_immutable(entries)
     control = Control(
-        faults=faults or Faults(), options=Options(strict_add=strict_add, add_defaults=add_defaults)
+        faults=faults or Faults(),
+        options=ServerOptions(strict_add=strict_add, add_defaults=add_defaults),
     )
     registry = Registry(store, control)
     app = Starlette(

@@ -31,7 +31,7 @@ class Faults(BaseModel):
     drop_next_writes: int = Field(0, ge=0, description="store, then drop the connection")
 
 
-class Options(BaseModel):
+class ServerOptions(BaseModel):
     """Behaviour switches that real gateways differ on."""
 
     model_config = ConfigDict(extra="forbid")
@@ -48,7 +48,7 @@ class Control:
     """The mutable run-time state behind ``/_control``: faults, options and counters."""
 
     faults: Faults = field(default_factory=Faults)
-    options: Options = field(default_factory=Options)
+    options: ServerOptions = field(default_factory=ServerOptions)
     counts: dict[str, int] = field(default_factory=dict)
     rng: random.Random = field(default_factory=random.Random)
 
@@ -76,7 +76,7 @@ class Control:
         reset = body.pop("reset_counts", False)
         if not isinstance(reset, bool):
             raise ValueError("reset_counts must be true or false")
-        fault_keys, option_keys = set(Faults.model_fields), set(Options.model_fields)
+        fault_keys, option_keys = set(Faults.model_fields), set(ServerOptions.model_fields)
         unknown = sorted(set(body) - fault_keys - option_keys)
         if unknown:
             known = ", ".join(sorted(fault_keys | option_keys | {"reset_counts"}))
@@ -84,7 +84,7 @@ class Control:
         faults = Faults.model_validate(
             {**self.faults.model_dump(), **{k: v for k, v in body.items() if k in fault_keys}}
         )
-        options = Options.model_validate(
+        options = ServerOptions.model_validate(
             {**self.options.model_dump(), **{k: v for k, v in body.items() if k in option_keys}}
         )
         self.faults, self.options = faults, options

@@ -24,19 +24,21 @@ _USERINFO = re.compile(r"(//)[^/?#]*@")
 
 
 @dataclass(frozen=True)
-class Target:
+class ProbeTarget:
     url: str
     method: str = "GET"
     timeout: float = DEFAULT_TIMEOUT
 
 
 @dataclass(frozen=True)
-class Outcome:
+class ProbeResult:
     is_available: bool
     error: str | None
 
 
-def target(definition: Mapping[str, Any], timeout: float = DEFAULT_TIMEOUT) -> Target | Outcome:
+def target(
+    definition: Mapping[str, Any], timeout: float = DEFAULT_TIMEOUT
+) -> ProbeTarget | ProbeResult:
     """Where to probe for this definition, or the outcome when there is nothing to probe."""
     check = definition.get("healthCheck")
     base = definition.get("baseUrl")
@@ -45,22 +47,22 @@ def target(definition: Mapping[str, Any], timeout: float = DEFAULT_TIMEOUT) -> T
         if check.get("timeoutMs"):
             timeout = max(MIN_TIMEOUT, min(float(check["timeoutMs"]) / 1000, MAX_TIMEOUT))
         if "url" in check:
-            return Target(str(check["url"]), method, timeout)
+            return ProbeTarget(str(check["url"]), method, timeout)
         if check.get("mode") == "off":
-            return Outcome(True, None)
+            return ProbeResult(True, None)
         if not base:
-            return Outcome(False, "healthCheck has a path but the model has no baseUrl")
+            return ProbeResult(False, "healthCheck has a path but the model has no baseUrl")
         path = str(check.get("path") or "")
-        return Target(str(base).rstrip("/") + "/" + path.lstrip("/"), method, timeout)
+        return ProbeTarget(str(base).rstrip("/") + "/" + path.lstrip("/"), method, timeout)
     if not base:
-        return Outcome(False, "no healthCheck url and no baseUrl to probe")
-    return Target(str(base), "GET", timeout)
+        return ProbeResult(False, "no healthCheck url and no baseUrl to probe")
+    return ProbeTarget(str(base), "GET", timeout)
 
 
-async def probe(definition: Mapping[str, Any], timeout: float = DEFAULT_TIMEOUT) -> Outcome:
+async def probe(definition: Mapping[str, Any], timeout: float = DEFAULT_TIMEOUT) -> ProbeResult:
     """Probe the model's endpoint once and say whether it answered well."""
     where = target(definition, timeout)
-    if isinstance(where, Outcome):
+    if isinstance(where, ProbeResult):
         return where
     # trust_env=False: a proxy from the environment must not stand in for the model's endpoint.
     async with httpx.AsyncClient(timeout=where.timeout, trust_env=False) as client:
@@ -72,15 +74,15 @@ async def probe(definition: Mapping[str, Any], timeout: float = DEFAULT_TIMEOUT)
                 async with client.stream(where.method, where.url) as response:
                     status, reason = response.status_code, response.reason_phrase
             except httpx.TimeoutException:
-                return Outcome(False, f"timed out after {where.timeout:g} s")
+                return ProbeResult(False, f"timed out after {where.timeout:g} s")
             except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
                 # ValueError: idna's for a host like "xn--zz"; a probe fails, it never crashes.
-                return Outcome(False, _describe(exc, where.url))
+                return ProbeResult(False, _describe(exc, where.url))
         if waited.cancelled_caught:
-            return Outcome(False, f"timed out after {where.timeout:g} s")
+            return ProbeResult(False, f"timed out after {where.timeout:g} s")
     if 200 <= status < 400:
-        return Outcome(True, None)
-    return Outcome(False, f"HTTP {status} {reason}".strip())
+        return ProbeResult(True, None)
+    return ProbeResult(False, f"HTTP {status} {reason}".strip())
 
 
 def without_userinfo(url: str) -> str:
