@@ -284,3 +284,23 @@ def test_cli_runs_on_a_read_only_cache(old_models: Path, tmp_path: Path, registr
     result = CliRunner().invoke(app, ["diff", "--dir", str(old_models)], env=environ)
     assert result.exit_code == 2, result.output
     assert "cache" not in result.output
+
+
+def test_cli_cache_with_environments(old_models: Path, tmp_path: Path, registry: object) -> None:
+    # --env runs read the files once for every environment, through the same cache.
+    xdg = tmp_path / "xdg"
+    cfg = tmp_path / "reconciler.toml"
+    url = registry.url  # type: ignore[attr-defined]
+    cfg.write_text(f'[environments.dev]\nregistry_url = "{url}"\napi_key_env = "DEV_KEY"\n')
+    environ = {
+        "MKA1_API_URL": "",
+        "MKA1_API_KEY": "",
+        "DEV_KEY": registry.api_key,  # type: ignore[attr-defined]
+        "XDG_CACHE_HOME": str(xdg),
+    }
+    command = ["diff", "--dir", str(old_models), "--config", str(cfg), "--env", "dev"]
+    result = CliRunner().invoke(app, command, env=environ)
+    assert result.exit_code == 2, result.output
+    assert len(list((xdg / "reconciler").glob("loads-*"))) == 1
+    off = CliRunner().invoke(app, [*command, "--no-cache"], env={**environ, "XDG_CACHE_HOME": ""})
+    assert off.exit_code == 2, off.output

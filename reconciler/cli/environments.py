@@ -134,6 +134,7 @@ class EnvReconcile:
     policy: LoadPolicy | None = None  # what model files may do (reconciler.toml)
     select: tuple[str, ...] = ()  # --select: fnmatch patterns of ids
     output: str = "text"  # text, json, markdown or github
+    cache: Path | None = None  # the parse cache's folder (None: off)
 
 
 def reconcile(
@@ -148,7 +149,7 @@ def reconcile(
 
     policy = how.policy or DEFAULT_POLICY
     overlays = environments.load_overlays(envs, policy)
-    loading = reconcile.Loading(how.directory, policy=policy)
+    loading = reconcile.Loading(how.directory, policy=policy, cache=how.cache)
 
     def writing() -> None:
         interrupt.writing = True

@@ -115,6 +115,7 @@ def _run(run: Run, interrupt: Interrupt, out: Console, err: Console) -> int:
     text = run.output is PlanOutput.TEXT
     config = load_file_config(err, run.config_path, as_json=as_json)
     settings = load_settings(err, as_json=as_json)
+    cache = None if run.no_cache or not config.cache else cache_dir()  # the parse cache's folder
     if environments.wanted(config, run.env, run.all_envs):
         alone = [o for o, v in (("--out", run.out_path), ("--plan", run.plan_path)) if v]
         if alone:
@@ -151,6 +152,7 @@ def _run(run: Run, interrupt: Interrupt, out: Console, err: Console) -> int:
             policy=reconcile.load_policy(config),
             select=tuple(run.select or ()),
             output=run.output.value,
+            cache=cache,
         )
         return environments.reconcile(chosen, how, interrupt, out, err)
     try:
@@ -179,11 +181,7 @@ def _run(run: Run, interrupt: Interrupt, out: Console, err: Console) -> int:
         except (planfile.PlanFileError, UnicodeDecodeError) as exc:
             fail(err, f"{run.plan_path}: {exc}", as_json=as_json)
     # Files are parsed (in worker processes when there are many) while the registry is listed.
-    loading = reconcile.Loading(
-        run.directory,
-        policy=reconcile.load_policy(config),
-        cache=None if run.no_cache or not config.cache else cache_dir(),
-    )
+    loading = reconcile.Loading(run.directory, policy=reconcile.load_policy(config), cache=cache)
     outcomes: list[Outcome] = []
     loaded: list[DesiredState] = []
     saw: list[Any] = []
