@@ -385,6 +385,42 @@ async def test_a_change_is_read_once_and_every_environment_sees_it(tmp_path: Pat
     assert files.reads == ["a.toml", "a.toml"]
 
 
+class FailingOnce(CountingFiles):
+    async def refresh(self, paths: Any) -> set[str]:
+        if not self.reads:
+            self.reads.append("boom")
+            raise RuntimeError("a bug")
+        return await super().refresh(paths)
+
+
+@pytest.mark.anyio
+async def test_a_read_that_fails_makes_every_environment_rescan_and_reading_goes_on(
+    tmp_path: Path,
+):
+    a = tmp_path / "a.toml"
+    a.write_text(model_toml("team:a"))
+    shared = SharedFiles(FailingOnce(tmp_path))
+    daemons = [Noticed(), Noticed()]
+    for daemon in daemons:
+        shared.attach(shared.view(), daemon)  # type: ignore[arg-type]
+    reader = asyncio.create_task(shared.reader())
+    try:
+        shared.notice([str(a)])
+        for _ in range(500):
+            if all(d.fulls for d in daemons):
+                break
+            await asyncio.sleep(0.01)
+        assert [d.fulls for d in daemons] == [["reading the changed files failed"]] * 2
+        shared.notice([str(a)])  # the reader is still there
+        for _ in range(500):
+            if all(d.paths for d in daemons):
+                break
+            await asyncio.sleep(0.01)
+        assert [d.paths for d in daemons] == [[str(a)]] * 2
+    finally:
+        reader.cancel()
+
+
 # --- an environment's overlay, applied to a full plan and to one changed id ----------------
 
 

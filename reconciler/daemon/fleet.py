@@ -18,7 +18,7 @@ from watchfiles import awatch
 from ..clock import wait_event
 from .core import Daemon
 from .files import ModelFiles
-from .logs import event
+from .logs import LOGGER, event
 from .notify import Notifier
 
 
@@ -88,7 +88,13 @@ class SharedFiles:
             await self._wake.wait()
             self._wake.clear()
             paths, self._pending = self._pending, set()
-            ids = await self.files.refresh(paths)
+            try:
+                ids = await self.files.refresh(paths)
+            except Exception:  # a bug must not stop the reading: each environment rescans
+                logging.getLogger(LOGGER).exception("reading the changed files failed")
+                for _, daemon in self.members:
+                    daemon.request_full("reading the changed files failed")
+                continue
             for daemon in self._tell(paths, ids, skip=None):
                 daemon.notice(paths)
 
