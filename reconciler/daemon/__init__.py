@@ -115,6 +115,7 @@ def _client(
         clock=clock,
     )
     client.retry = DAEMON_RETRY
+    client.decode_in_steps = True  # /healthz answers while 20,000 entries are decoded
     return client
 
 

@@ -13,8 +13,8 @@ files changed (start, a checkout), so ``/healthz`` keeps answering meanwhile.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
+import gc
 import multiprocessing as mp
 import os
 import signal
@@ -311,6 +311,6 @@ def _worker_signals() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    # Below the daemon's own process: on a busy machine its endpoints come first.
-    with contextlib.suppress(OSError):
-        os.nice(5)
+    # A worker lives for one read and makes no cycles worth finding: the collector would only
+    # walk the growing results again and again.
+    gc.disable()

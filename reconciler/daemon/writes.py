@@ -34,7 +34,8 @@ async def apply(d: Daemon, plan: Plan, reread: set[str]) -> list[apply_mod.Outco
     (a write for one of them follows an edit, not drift)."""
     now = d.clock.time()
     changes = {c.id: c for c in plan.changes}
-    before = {i: s.state for i, s in d.models.items()}
+    # The states before this run, of the planned ids only: a change costs what it touches.
+    before = {c.id: s.state for c in plan.changes if (s := d.models.get(c.id)) is not None}
     root = str(d.root) + os.sep
     for n, change in enumerate(plan.changes, 1):
         if n % 200 == 0:

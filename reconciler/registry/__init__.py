@@ -27,6 +27,7 @@ error.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -48,6 +49,7 @@ from ..ports import (
     UnreachableError,
 )
 from ..spec import Entry, HealthResult
+from . import pieces
 from .errors import error_message, one_line, transport_cause
 from .retry import NO_RETRY, Breaker, Clock, RetryPolicy, Sleep, Spacer
 from .retry import retry_after as _retry_after
@@ -136,6 +138,9 @@ class RegistryClient:
         self._api_key = api_key or None
         self._timeout = timeout
         self.retry = retry or RetryPolicy()
+        # A large list answer decoded element by element (the GIL released in between), for
+        # a process whose event loop serves more than this client (the daemon).
+        self.decode_in_steps = False
         self._sleep: Sleep = sleep or anyio.sleep
         self._clock: Clock = clock or time.monotonic
         self._spacer = Spacer(rps, self._clock, self._sleep)
@@ -187,7 +192,12 @@ class RegistryClient:
         return await anyio.to_thread.run_sync(self._listing, response)
 
     def _listing(self, response: httpx.Response) -> Listing:
-        body = self._decode(response, "list")
+        body: Any = None
+        if self.decode_in_steps and response.content:
+            with contextlib.suppress(ValueError):
+                body = pieces.loads(response.content)
+        if body is None:
+            body = self._decode(response, "list")  # and its error, as for every call
         data = body.get("data") if isinstance(body, Mapping) else body
         if not isinstance(data, builtins.list):
             raise RegistryError("unexpected answer to list: no data array", 200)
