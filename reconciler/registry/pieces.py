@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from typing import Any
 
 _WS = re.compile(r"[ \t\n\r]*")
@@ -66,6 +67,16 @@ def _object(text: str, i: int) -> tuple[dict[str, Any], int]:
         i = _skip(text, i + 1)
 
 
+def _interned(value: Any) -> Any:
+    """``value`` with its keys shared with every other element's: one decoding call shares
+    them within itself only, and 20,000 entries kept in memory would each hold their own."""
+    if isinstance(value, dict):
+        return {sys.intern(k): _interned(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interned(v) for v in value]
+    return value
+
+
 def _array(text: str, i: int) -> tuple[list[Any], int]:
     items: list[Any] = []
     i = _skip(text, i + 1)
@@ -73,7 +84,7 @@ def _array(text: str, i: int) -> tuple[list[Any], int]:
         return items, i + 1
     while True:
         item, i = _DECODER.raw_decode(text, i)
-        items.append(item)
+        items.append(_interned(item))
         i = _skip(text, i)
         if text[i] == "]":
             return items, i + 1
