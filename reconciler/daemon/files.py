@@ -8,6 +8,8 @@ files or 50,000. Reading runs off the event loop: in a thread, or in worker proc
 files changed (start, a checkout), so ``/healthz`` keeps answering meanwhile.
 
 :class:`ModelFiles` holds no registry state: several daemons (one per environment) can share one.
+What a rescan or refresh re-read is answered to its caller only; daemons sharing the state must
+share that answer too (a write for a file just re-read follows an edit; otherwise it is drift).
 """
 
 from __future__ import annotations
