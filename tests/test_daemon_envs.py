@@ -168,6 +168,21 @@ def test_an_edit_reaches_every_environment_with_its_own_overlay(
     setup.overlay("prod", "env-b.toml", 'id = "meetkai:env-b"\nrpm = 11\n')
     wait_for("the overlay edit in prod", lambda: rpm(prod, "meetkai:env-b") == 11)
     assert rpm(dev, "meetkai:env-b") is None
+    # A broken overlay holds its model back in its environment alone, named on /status.
+    setup.overlay("prod", "env-b.toml", 'id = "meetkai:env-b"\nrpm = "many"\n')
+
+    def held_back() -> dict[str, Any] | None:
+        prod_doc = w.env_status("prod")
+        rows = {m["id"]: m for m in prod_doc["models"]}
+        return prod_doc if rows["meetkai:env-b"]["state"] == "invalid" else None
+
+    prod_doc = wait_for("env-b held back in prod", held_back)
+    assert [f["file"] for f in prod_doc["invalid_files"]] == ["overlays/prod/env-b.toml"]
+    assert "rpm" in prod_doc["invalid_files"][0]["error"]
+    assert w.env_status("dev")["invalid_files"] == []
+    assert rpm(prod, "meetkai:env-b") == 11  # nothing written for it
+    setup.overlay("prod", "env-b.toml", 'id = "meetkai:env-b"\nrpm = 11\n')
+    wait_for("env-b back in prod", lambda: not held_back())
 
     doc = w.status()
     assert doc["ready"] is True and doc["reason"] is None
