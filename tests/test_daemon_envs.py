@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from conftest import API_PREFIX, RunningRegistry, free_port
+from conftest import API_PREFIX, Receiver, RunningRegistry, free_port
 from prometheus_client.parser import text_string_to_metric_families
 from test_daemon import wait_for
 from test_environments import Setup, live, model_toml, statuses
@@ -258,13 +258,16 @@ def test_the_status_page_has_a_section_per_environment(
 
 
 def test_drift_in_one_environment_is_undone_there_alone(
-    setup: Setup, watch: Callable[..., EnvWatcher]
+    setup: Setup, watch: Callable[..., EnvWatcher], receiver: Receiver
 ):
     # prod's overlay fills a value from a variable: it must never be shown.
     setup.config({"prod": 'overlay = "overlays/prod"\n'}, top='allow_env = ["PROD_HOST"]\n')
     setup.overlay("prod", "a.toml", 'id = "meetkai:env-a"\nbaseUrl = "https://${PROD_HOST}/v1"\n')
     dev, prod = setup.registries["dev"], setup.registries["prod"]
-    w = watch("--env", "dev", "--env", "prod", PROD_HOST="prod-host-not-shown.example")
+    w = watch(
+        "--env", "dev", "--env", "prod", "--notify", receiver.url,
+        PROD_HOST="prod-host-not-shown.example",
+    )  # fmt: skip
     wait_for("every environment ready", lambda: w.ready() == 200)
     assert live(prod)["meetkai:env-a"]["baseUrl"] == "https://prod-host-not-shown.example/v1"
     dev_writes = dev.counts()["writes"]
@@ -285,12 +288,16 @@ def test_drift_in_one_environment_is_undone_there_alone(
     assert samples[drift[0], (("environment", "dev"), ("id", "meetkai:env-a"))] == 0
     assert dev.counts()["writes"] == dev_writes  # nothing written to dev
     assert "drift corrected environment=prod id=meetkai:env-a" in w.output()
+    (note,) = wait_for("the drift notified", lambda: receiver.events("drift-corrected"))
+    assert note["environment"] == "prod" and note["id"] == "meetkai:env-a"
+    assert note["fields"] == ["baseUrl", "rpm"]  # the paths, never a value
     assert "baseUrl" in w.output()  # the write is logged field by field...
     shown = [
         w.output(),
         w.http.get("/").text,
         w.http.get("/status").text,
         w.http.get("/metrics").text,
+        str(receiver.events()),
     ]
     assert not any("prod-host-not-shown" in text for text in shown)  # ...its value never
 
