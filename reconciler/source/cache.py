@@ -27,6 +27,7 @@ One cache file per directory and load policy, under ``$XDG_CACHE_HOME/reconciler
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import stat
 import tempfile
@@ -144,7 +145,7 @@ class ParseCache:
             if not _trusted(st) or st.st_size > MAX_CACHE_BYTES:
                 return
             with os.fdopen(fd, "rb", closefd=False) as f:
-                blob = f.read(MAX_CACHE_BYTES + 1)
+                blob = f.read(st.st_size + 1)  # not a buffer of the cap's size, shrunk after
         except OSError:
             return
         finally:
@@ -160,9 +161,16 @@ class ParseCache:
         if head != expected:
             return  # another format, directory or policy, or not what was written: ignore it
         try:
-            files = orjson.loads(payload)
-        except orjson.JSONDecodeError:
+            # One str, then the bytes go; json, not orjson: orjson first builds a document of
+            # its own, three times the file's size, next to the objects it makes (17 MB more
+            # at the peak for 10,000 files, to save 20 ms).
+            text = str(payload, "utf-8")
+            payload.release()
+            del blob, payload
+            files = json.loads(text)
+        except ValueError:  # not UTF-8, not JSON
             return
+        del text
         if isinstance(files, dict):
             self._old = files
 
