@@ -129,6 +129,7 @@ class Daemon:
         # The same seam as sync's signals: no write starts after stop(), those in flight finish.
         self.halt = apply_mod.Stop(grace=options.shutdown_timeout)
         self.collector = Collector(clock.monotonic)
+        self.background: set[asyncio.Task[None]] = set()
         # The pipeline diff and sync use; its events (planned, written...) go to the same sink.
         self.engine = Engine(
             client,

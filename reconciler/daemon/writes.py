@@ -37,11 +37,12 @@ async def apply(d: Daemon, plan: Plan, reread: set[str]) -> list[apply_mod.Outco
     # The states before this run, of the planned ids only: a change costs what it touches.
     before = {c.id: s.state for c in plan.changes if (s := d.models.get(c.id)) is not None}
     root = str(d.root) + os.sep
+    seen: list[str] = []  # ids managed from now on: their per-id counters start at zero
     for n, change in enumerate(plan.changes, 1):
         if n % 200 == 0:
             await asyncio.sleep(0)  # 50,000 rows: let the endpoints answer in between
         if change.id not in d.models:
-            d.metrics.model_seen(change.id)
+            seen.append(change.id)
         status = d.status(change.id)
         if change.file:
             file = change.file  # relpath costs 100 ms over 20,000 rows; the prefix is enough
@@ -62,6 +63,7 @@ async def apply(d: Daemon, plan: Plan, reread: set[str]) -> list[apply_mod.Outco
             d.reported.pop(change.id, None)
         else:
             status.state = State.PENDING
+    _count_from_zero(d, seen)
     if d.options.dry_run:
         report_only(d, plan, now)
         return []
@@ -156,6 +158,26 @@ def fence(d: Daemon, plan: Plan) -> Plan:
         d.metrics.of(d.metrics.prune_skipped, reason=prune_reason(skipped)).inc()
     changes = tuple(c for c in plan.changes if c.action is not Action.DELETE or c.id in due)
     return Plan(changes, skipped)
+
+
+def _count_from_zero(d: Daemon, ids: list[str]) -> None:
+    """Start the per-id counters of newly managed models; thousands (the first sync) in a
+    task of their own, a chunk at a time: 20,000 labelled children are 0.6 s of CPU that
+    readiness need not wait for."""
+    if len(ids) <= 500:
+        for model_id in ids:
+            d.metrics.model_seen(model_id)
+        return
+
+    async def in_chunks() -> None:
+        for n, model_id in enumerate(ids, 1):
+            d.metrics.model_seen(model_id)
+            if n % 500 == 0:
+                await asyncio.sleep(0)
+
+    task = asyncio.create_task(in_chunks(), name="per-id counters")
+    d.background.add(task)  # held until done (the loop keeps only weak references)
+    task.add_done_callback(d.background.discard)
 
 
 def _failed(d: Daemon, o: apply_mod.Outcome, error: str | None, now: float) -> None:
