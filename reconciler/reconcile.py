@@ -313,17 +313,29 @@ class Loading:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-            if self._failure is not None:
-                raise self._failure
+        if self._failure is not None:  # raised again on each call
+            raise self._failure
         if self._done is None:
             assert self._pool is not None
             try:
                 loaded = [item for f in self._futures for item in _unwire(f.result())]
+                self._fill(loaded)
+            except BaseException as exc:
+                self._failure = exc
+                raise
             finally:
                 self._pool.shutdown()
-            self._fill(loaded)
         assert self._done is not None
         return self._done
+
+    def bodies(self) -> dict[str, Any]:
+        """Each valid model's body by id, waiting for the load (nothing if it failed: then
+        :meth:`result` says why). What the list's decoder may share values with
+        (``RegistryClient.share``)."""
+        try:
+            return {key: model.body for key, model in self.result().models.items()}
+        except Exception:
+            return {}
 
     def cancel(self) -> None:
         """Stop the workers without waiting for their results (an error elsewhere)."""

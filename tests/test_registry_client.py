@@ -536,3 +536,21 @@ def test_no_rps_means_no_waits() -> None:
 def test_rps_must_be_positive() -> None:
     with pytest.raises(ValueError):
         RegistryClient(BASE, KEY, rps=0)
+
+
+def test_list_definitions_equal_to_their_files_share_the_files_values() -> None:
+    same_one, other = entry("meetkai:a"), entry("meetkai:b")
+    same_one["definition"].update(caps={"reasoning": True}, rpm=120)
+    other["definition"].update(caps={"reasoning": 1}, rpm=120)  # 1 is not true: no sharing
+    bodies = {
+        "meetkai:a": {"id": "meetkai:a", "caps": {"reasoning": True}, "rpm": 120},
+        "meetkai:b": {"id": "meetkai:b", "caps": {"reasoning": True}, "rpm": 120},
+    }
+    c = client(lambda request: httpx.Response(200, json={"data": [same_one, other]}))
+    c.share = lambda: bodies
+    a, b = run(call(c, "list"))
+    assert a.definition == same_one["definition"] and b.definition == other["definition"]
+    assert a.definition["caps"] is bodies["meetkai:a"]["caps"]
+    assert a.definition["source"] == "database"  # the server's own keys stay
+    assert b.definition["caps"] is not bodies["meetkai:b"]["caps"]
+    assert b.definition["caps"]["reasoning"] == 1 and type(b.definition["caps"]["reasoning"]) is int

@@ -195,6 +195,7 @@ def _run(run: Run, interrupt: Interrupt, out: Console, err: Console) -> int:
             concurrency=run.concurrency,
             on_retry=lambda notice: err.print(notice, markup=False),
         )
+        client.share = loading.bodies  # the list decoded once the files are: no second copy
         async with client:
             pipeline = engine.Engine(
                 client,

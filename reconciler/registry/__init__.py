@@ -48,6 +48,7 @@ from ..ports import (
     RegistryError,
     UnreachableError,
 )
+from ..sameness import same
 from ..spec import Entry, HealthResult
 from . import pieces
 from .errors import error_message, one_line, transport_cause
@@ -141,6 +142,10 @@ class RegistryClient:
         # A large list answer decoded element by element (the GIL released in between), for
         # a process whose event loop serves more than this client (the daemon).
         self.decode_in_steps = False
+        # Each model's body by id, once known (a one-shot diff or sync, which waits for its
+        # files before decoding the list): a definition equal to its file's body takes that
+        # body's values rather than holding a second copy of them (see _Sharing).
+        self.share: Callable[[], Mapping[str, Any]] | None = None
         self._sleep: Sleep = sleep or anyio.sleep
         self._clock: Clock = clock or time.monotonic
         self._spacer = Spacer(rps, self._clock, self._sleep)
@@ -203,7 +208,8 @@ class RegistryClient:
             # json, not orjson: as fast on a list this size, and orjson first builds a document
             # of its own, twice the answer's size, next to the objects it makes (20 MB more at
             # the peak of a diff of 10,000 files). And its error, as for every call.
-            body = self._decode(response, "list", lean=True)
+            hook = _Sharing(self.share()) if self.share is not None else None
+            body = self._decode(response, "list", lean=True, hook=hook)
         del response
         data = body.get("data") if isinstance(body, Mapping) else body
         if not isinstance(data, builtins.list):
@@ -363,7 +369,13 @@ class RegistryClient:
         )
         raise NotAttemptedError(f"{what}: {reason}", reason)
 
-    def _decode(self, response: httpx.Response, what: str, lean: bool = False) -> Any:
+    def _decode(
+        self,
+        response: httpx.Response,
+        what: str,
+        lean: bool = False,
+        hook: Callable[[dict[str, Any]], Any] | None = None,
+    ) -> Any:
         if response.status_code == 204 or not response.content:
             return None
         if not lean:
@@ -372,7 +384,7 @@ class RegistryClient:
             except orjson.JSONDecodeError:
                 pass  # what orjson refuses (NaN, an int beyond 64 bits, not UTF-8): json decides
         try:
-            return response.json()
+            return response.json(object_hook=hook)
         except ValueError:
             raise RegistryError(
                 f"unexpected answer to {what}: not JSON ({one_line(response.text, 80)!r})",
@@ -395,3 +407,23 @@ class RegistryClient:
         if status == 409:
             return ConflictError(f"{head}: {server}", status)
         return RegistryError(f"{head}: {server}", status)
+
+
+class _Sharing:
+    """A json object hook for the list: an entry whose definition holds every field of its
+    file's body, with the very same values (bools, ints and floats apart), gets the body's value
+    objects in those fields. Nothing changes but identity: a no-op's 10,000 definitions are not
+    held a second time (25 MB at the peak of a diff) while the list is decoded."""
+
+    def __init__(self, bodies: Mapping[str, Any]) -> None:
+        self._bodies = bodies
+
+    def __call__(self, obj: dict[str, Any]) -> dict[str, Any]:
+        definition, key = obj.get("definition"), obj.get("id")
+        if type(definition) is dict and type(key) is str:
+            body = self._bodies.get(key)
+            if type(body) is dict:
+                mine = {k: definition[k] for k in body if k in definition}
+                if len(mine) == len(body) and same(body, mine):
+                    definition.update(body)
+        return obj
