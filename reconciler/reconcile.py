@@ -6,6 +6,7 @@ pipeline itself is :mod:`reconciler.engine`; the decisions live in :mod:`reconci
 from __future__ import annotations
 
 import gc
+import json
 import multiprocessing as mp
 import os
 import signal
@@ -179,7 +180,8 @@ def _unwire(chunk: tuple[list[_Loaded], bytes | None]) -> list[_Loaded]:
     loaded, wire = chunk
     if wire is None:
         return loaded
-    return [r._replace(body=b) for r, b in zip(loaded, orjson.loads(wire), strict=True)]
+    # json, not orjson: orjson builds a document of its own first, three times the JSON's size.
+    return [r._replace(body=b) for r, b in zip(loaded, json.loads(wire), strict=True)]
 
 
 def _worker_signals() -> None:
@@ -319,6 +321,7 @@ class Loading:
             assert self._pool is not None
             try:
                 loaded = [item for f in self._futures for item in _unwire(f.result())]
+                self._futures = []  # their results: the workers' JSON, garbage once decoded
                 self._fill(loaded)
             except BaseException as exc:
                 self._failure = exc
