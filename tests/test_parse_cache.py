@@ -39,14 +39,17 @@ def write(root: Path, name: str, model_id: str, window: int = 8192, extra: str =
     return path
 
 
-@pytest.fixture
-def models(tmp_path: Path) -> Path:
-    root = tmp_path / "models.d"
+def _models(root: Path) -> Path:
     root.mkdir()
     for i in range(5):
         write(root, f"meetkai_m-{i}.toml", f"meetkai:m-{i}")
     write(root, "other-name.toml", "meetkai:named-otherwise")  # a naming warning
     return root
+
+
+@pytest.fixture
+def models(tmp_path: Path) -> Path:
+    return _models(tmp_path / "models.d")
 
 
 class Parses:
@@ -241,9 +244,11 @@ def test_cache_dir_follows_xdg() -> None:
 # --- the CLI: on by default, off by flag, variable or config key ------------------------------
 
 
-@pytest.fixture
-def old_models(models: Path) -> Path:
-    # The CLI's cache trusts only files whose stat is RACY_NS old: wait that out once.
+@pytest.fixture(scope="module")
+def old_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # The CLI's cache trusts only files whose stat is RACY_NS old (ctime too, which no test can
+    # set back): wait that out once for the module; its tests only read these files.
+    models = _models(tmp_path_factory.mktemp("old") / "models.d")
     time.sleep(RACY_NS / 1e9 + 0.1)
     return models
 
