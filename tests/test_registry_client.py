@@ -348,6 +348,18 @@ def test_500_after_the_budget_names_status_message_and_attempts() -> None:
     assert max(fake.waits) <= 5.0
 
 
+def test_listed_entries_share_their_set_fields_yet_each_dumps_its_own() -> None:
+    short = {k: v for k, v in entry("c").items() if k not in ("created_at", "updated_at")}
+    body = {"object": "list", "data": [entry("a"), entry("b"), short]}
+    a, b, c = run(call(client(lambda request: httpx.Response(200, json=body)), "list"))
+    # One set per distinct key set (memory at 10,000 entries), not one per entry.
+    assert a.model_fields_set is b.model_fields_set
+    assert a.health.model_fields_set is b.health.model_fields_set
+    assert "created_at" not in c.model_fields_set
+    assert a.model_dump(exclude_unset=True) == {**entry("a"), "created_at": 1.0, "updated_at": 2.0}
+    assert c.model_dump(exclude_unset=True) == short
+
+
 def test_answer_that_is_not_an_entry_is_a_registry_error() -> None:
     with pytest.raises(RegistryError, match="unexpected answer"):
         run(call(client(answer(200, text="<html>")), "get", "a"))
