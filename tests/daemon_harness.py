@@ -46,8 +46,8 @@ JITTER = 1.1  # timers are stretched by up to 10%: moving this much past one alw
 class InstantClock:
     """A clock whose sleep returns at once, moving only this clock: waits cost no real time."""
 
-    def __init__(self) -> None:
-        self.now = 0.0
+    def __init__(self, start: float = 0.0) -> None:
+        self.now = start
         self.slept: list[float] = []
 
     def time(self) -> float:

@@ -8,6 +8,7 @@ import logging
 
 import pytest
 from conftest import Receiver
+from daemon_harness import InstantClock
 
 from reconciler.daemon.notify import Dedup, Notifier, Policy, TokenBucket, Webhook, backoff
 from reconciler.events import Event, Kind
@@ -23,26 +24,6 @@ def anyio_backend() -> str:
 
 def drift(model_id: str = "team:a", fields: tuple[str, ...] = ("rpm",), at: float = 0.0) -> Event:
     return Event(Kind.DRIFT_CORRECTED, at, f"{model_id} put back", id=model_id, fields=fields)
-
-
-class FakeTime:
-    """A clock whose sleep only moves it (and returns at once): retries and pacing cost no real
-    time. One sleeper at a time here, so no ordering of sleepers is needed."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.slept: list[float] = []
-
-    def time(self) -> float:
-        return 1_800_000_000.0 + self.now
-
-    def monotonic(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
-        await asyncio.sleep(0)
 
 
 class Counts(dict[str, int]):
@@ -103,7 +84,7 @@ def _notifier(hooks, counts, fake, **policy) -> Notifier:  # type: ignore[no-unt
 
 
 async def test_posts_one_json_object_per_event_and_retries_with_backoff(receiver: Receiver):
-    fake, counts = FakeTime(), Counts()
+    fake, counts = InstantClock(start=1000.0), Counts()
     n = _notifier([Webhook(receiver.url)], counts, fake)
     task = asyncio.create_task(n.run())
     try:
@@ -129,7 +110,7 @@ async def test_posts_one_json_object_per_event_and_retries_with_backoff(receiver
 async def test_a_refusing_webhook_is_not_retried_and_failures_are_counted(
     receiver: Receiver, caplog: pytest.LogCaptureFixture
 ):
-    fake, counts = FakeTime(), Counts()
+    fake, counts = InstantClock(start=1000.0), Counts()
     n = _notifier([Webhook(receiver.url)], counts, fake, attempts=3)
     task = asyncio.create_task(n.run())
     try:
@@ -149,7 +130,7 @@ async def test_a_refusing_webhook_is_not_retried_and_failures_are_counted(
 
 
 async def test_a_full_queue_drops_the_oldest_and_counts_it(receiver: Receiver):
-    fake, counts = FakeTime(), Counts()
+    fake, counts = InstantClock(start=1000.0), Counts()
     n = _notifier([Webhook(receiver.url)], counts, fake, queue=3)
     for i in range(5):  # nothing drains yet: emit never waits
         n.emit(drift(f"team:{i}"))
@@ -163,7 +144,7 @@ async def test_a_full_queue_drops_the_oldest_and_counts_it(receiver: Receiver):
 
 
 async def test_rate_limit_paces_without_losing_events(receiver: Receiver):
-    fake, counts = FakeTime(), Counts()
+    fake, counts = InstantClock(start=1000.0), Counts()
     n = _notifier([Webhook(receiver.url)], counts, fake, burst=2, per_minute=6)
     task = asyncio.create_task(n.run())
     try:
@@ -176,7 +157,7 @@ async def test_rate_limit_paces_without_losing_events(receiver: Receiver):
 
 
 async def test_each_webhook_gets_only_the_events_it_asked_for(receiver: Receiver):
-    fake, counts = FakeTime(), Counts()
+    fake, counts = InstantClock(start=1000.0), Counts()
     hooks = [Webhook(receiver.url, frozenset({Kind.INVALID_FILE}))]
     n = _notifier(hooks, counts, fake)
     task = asyncio.create_task(n.run())
