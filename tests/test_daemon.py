@@ -87,48 +87,27 @@ def wait_for(what: str, check: Callable[[], Any], deadline: float = DEADLINE) ->
     pytest.fail(f"timed out waiting for {what} (last: {last!r})")
 
 
-class Watcher:
-    """A ``reconciler watch`` subprocess and ways to look at it."""
+class DaemonProcess:
+    """A ``reconciler watch`` subprocess on a free loopback port: its log, /healthz, /status."""
 
-    def __init__(self, registry: RunningRegistry, directory: Path, log: Path, *args: str) -> None:
-        self.registry = registry
+    def __init__(self, log: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
-        self.args = [
-            "--dir",
-            str(directory),
-            "--listen",
-            f"127.0.0.1:{self.port}",
-            "--resync-interval",
-            "1",
-            "--health-interval",
-            "1",
-            "--prune-grace",
-            "1",
-            *args,
-        ]
-        self.env = registry.env()
         self.process: subprocess.Popen[bytes] | None = None
         self.http = httpx.Client(base_url=self.url, timeout=5, trust_env=False)
-        self.api = httpx.Client(
-            base_url=registry.url + API_PREFIX,
-            headers={"Authorization": f"Bearer {registry.api_key}"},
-            timeout=5,
-            trust_env=False,
-        )
 
-    def start(self) -> Watcher:
+    def launch(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
+        """Start ``reconciler watch ARGS`` and wait until it answers /healthz."""
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "reconciler", "watch", *self.args],
+                [sys.executable, "-m", "reconciler", "watch", *args],
                 stdout=log,
                 stderr=log,
-                env=self.env,
-                cwd=REPO,
+                env=env,
+                cwd=cwd,
             )
         wait_for("the daemon's /healthz", self._alive)
-        return self
 
     def _alive(self) -> bool:
         if self.process is not None and self.process.poll() is not None:
@@ -143,6 +122,44 @@ class Watcher:
 
     def status(self) -> dict[str, Any]:
         return self.http.get("/status").json()
+
+    def close(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.http.close()
+
+
+class Watcher(DaemonProcess):
+    """A ``reconciler watch`` subprocess and ways to look at it."""
+
+    def __init__(self, registry: RunningRegistry, directory: Path, log: Path, *args: str) -> None:
+        super().__init__(log)
+        self.registry = registry
+        self.args = [
+            "--dir",
+            str(directory),
+            "--listen",
+            f"127.0.0.1:{self.port}",
+            "--resync-interval",
+            "1",
+            "--health-interval",
+            "1",
+            "--prune-grace",
+            "1",
+            *args,
+        ]
+        self.env = registry.env()
+        self.api = httpx.Client(
+            base_url=registry.url + API_PREFIX,
+            headers={"Authorization": f"Bearer {registry.api_key}"},
+            timeout=5,
+            trust_env=False,
+        )
+
+    def start(self) -> Watcher:
+        self.launch(self.args, self.env, REPO)
+        return self
 
     def model(self, model_id: str) -> dict[str, Any] | None:
         return next((m for m in self.status()["models"] if m["id"] == model_id), None)
@@ -180,10 +197,7 @@ class Watcher:
             pytest.fail(f"daemon ignored {sig}:\n{self.output()}")
 
     def close(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-        self.http.close()
+        super().close()
         self.api.close()
 
 

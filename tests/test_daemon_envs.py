@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,9 +21,9 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from conftest import API_PREFIX, Receiver, RunningRegistry, free_port
+from conftest import API_PREFIX, Receiver, RunningRegistry
 from prometheus_client.parser import text_string_to_metric_families
-from test_daemon import wait_for
+from test_daemon import DaemonProcess, wait_for
 from test_environments import Setup, live, model_toml, statuses
 
 from reconciler.daemon.files import ModelFiles
@@ -38,58 +37,18 @@ def save(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-class EnvWatcher:
+class EnvWatcher(DaemonProcess):
     """``reconciler watch`` over the environments of ``setup``, as a subprocess."""
 
     def __init__(self, setup: Setup, log: Path, *args: str, env: dict[str, str]) -> None:
+        super().__init__(log)
         self.setup = setup
-        self.port = free_port()
-        self.log = log
-        self.http = httpx.Client(
-            base_url=f"http://127.0.0.1:{self.port}", timeout=5, trust_env=False
-        )
-        with open(log, "ab") as out:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "reconciler",
-                    "watch",
-                    "--dir",
-                    str(setup.models),
-                    "--listen",
-                    f"127.0.0.1:{self.port}",
-                    "--resync-interval",
-                    "1",
-                    "--health-interval",
-                    "0",
-                    "--timeout",
-                    "2",
-                    *args,
-                ],
-                stdout=out,
-                stderr=out,
-                env=setup.env(**env),
-                cwd=setup.root,  # reconciler.toml is found here
-            )
-        wait_for("the daemon's /healthz", self._alive)
-
-    def _alive(self) -> bool:
-        if self.process.poll() is not None:
-            pytest.fail(f"daemon exited with {self.process.returncode}:\n{self.output()}")
-        try:
-            return self.http.get("/healthz").status_code == 200
-        except httpx.TransportError:
-            return False
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
+        argv = ["--dir", str(setup.models), "--listen", f"127.0.0.1:{self.port}"]
+        argv += ["--resync-interval", "1", "--health-interval", "0", "--timeout", "2", *args]
+        self.launch(argv, setup.env(**env), setup.root)  # reconciler.toml is found there
 
     def ready(self, path: str = "/readyz") -> int:
         return self.http.get(path).status_code
-
-    def status(self) -> dict[str, Any]:
-        return self.http.get("/status").json()
 
     def env_status(self, name: str) -> dict[str, Any]:
         return next(e for e in self.status()["environments"] if e["name"] == name)
@@ -101,12 +60,6 @@ class EnvWatcher:
             for family in text_string_to_metric_families(text)
             for s in family.samples
         }
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-        self.http.close()
 
 
 @pytest.fixture
