@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from bench.environments import run as run_environments
+from bench.isolate import isolate
 from bench.reconcile import LATENCY_MS, Row, load_note, markdown, print_table, run
 
 
@@ -27,10 +28,14 @@ def registry_list_rows() -> list[Row]:
 
 
 def daemon_rows() -> list[Row]:
-    """bench/daemon_latency.py as a process: its per-size figures as rows, with the issue's
+    """bench.daemon_latency as a process: its per-size figures as rows, with the issue's
     targets where it sets one (save p50 and /healthz at 20,000 files, memory at 10,000)."""
-    script = Path(__file__).with_name("daemon_latency.py")
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.daemon_latency"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     found = re.search(r"^RESULT (.*)$", result.stdout, re.MULTILINE)
     if not found:
         return [Row("daemon", "failed: " + (result.stderr or result.stdout)[-300:], "", False)]
@@ -101,6 +106,7 @@ def daemon_rows() -> list[Row]:
 
 
 def main() -> None:
+    isolate()
     rows = run() + run_environments() + registry_list_rows() + daemon_rows()
     title = f"benchmarks ({LATENCY_MS} ms added per call, {load_note()})"
     print_table(rows, title)

@@ -19,7 +19,7 @@ at 50,000) and measures:
 Ratios (save p50 against the smallest size, ready against the diff) come from the same run.
 The last line is ``RESULT <json>`` for ``python -m bench``.
 
-Run: ``.venv/bin/python bench/daemon_latency.py [--sizes 1000,10000,20000,50000] [--edits 40]``.
+Run: ``.venv/bin/python -m bench.daemon_latency [--sizes 1000,10000,20000,50000] [--edits 40]``.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from urllib.parse import quote
 
 import httpx
 
+from bench.isolate import isolate
 from reconciler.server.app import make_entry
 from reconciler.server.store import Store
 from reconciler.source import load_file
@@ -362,6 +363,7 @@ def main() -> None:
     parser.add_argument("--diff-runs", type=int, default=3, help="No-op diffs per size.")
     parser.add_argument("--starts", type=int, default=3, help="Daemon starts per size.")
     args = parser.parse_args()
+    isolate()
     sizes = [int(s) for s in args.sizes.split(",")]
 
     print(

@@ -31,6 +31,7 @@ from urllib.parse import quote
 import httpx
 import tomli_w
 
+from bench.isolate import isolate
 from bench.reconcile import (
     LATENCY_MS,
     Row,
@@ -238,6 +239,7 @@ def main() -> None:
     parser.add_argument("--daemon-models", type=int, default=1_000)
     parser.add_argument("--edits", type=int, default=30, help="Edits per daemon.")
     args = parser.parse_args()
+    isolate()
     rows = run(args.models, args.runs, args.daemon_models, args.edits)
     print_table(rows, f"environments benchmark ({LATENCY_MS} ms per call, {os.cpu_count()} CPUs)")
 

@@ -37,6 +37,7 @@ from typing import NamedTuple
 import httpx
 import tomli_w
 
+from bench.isolate import isolate
 from reconciler.server.app import make_entry
 from reconciler.server.store import Store
 
@@ -391,6 +392,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="runs per figure (median)")
     parser.add_argument("--big-runs", type=int, default=3, help="runs above 10,000 files")
     args = parser.parse_args()
+    isolate()
     sizes = tuple(int(s) for s in args.sizes.split(",") if s)
     rows = run(sizes, args.sync_models, args.runs, args.big_runs)
     title = f"reconcile benchmark ({LATENCY_MS} ms added per call, {load_note()})"

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.isolate import isolate
 from bench.reconcile import definition
 from reconciler.server.app import make_entry
 from reconciler.server.store import Store
@@ -39,6 +40,7 @@ def main() -> None:
     parser.add_argument("--entries", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=15)
     args = parser.parse_args()
+    isolate()
 
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "bench.db"

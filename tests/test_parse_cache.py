@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from reconciler import reconcile, source
 from reconciler.cli import app
-from reconciler.source.cache import RACY_NS, ParseCache, cache_dir
+from reconciler.source.cache import KEEP_FILES, RACY_NS, STALE_NS, ParseCache, cache_dir
 
 MODEL = """id = "{id}"
 provider = "openai-compatible"
@@ -309,3 +309,71 @@ def test_cli_cache_with_environments(old_models: Path, tmp_path: Path, registry:
     assert len(list((xdg / "reconciler").glob("loads-*"))) == 1
     off = CliRunner().invoke(app, [*command, "--no-cache"], env={**environ, "XDG_CACHE_HOME": ""})
     assert off.exit_code == 2, off.output
+
+
+# --- housekeeping: the folder does not grow without end ---------------------------------------
+
+DAY_NS = 86_400 * 1_000_000_000
+
+
+def other_cache_files(folder: Path, count: int, used_ns: int) -> list[Path]:
+    """``count`` cache files of other directories, each last used ``used_ns`` (oldest first)."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    out = []
+    for i in range(count):
+        path = folder / f"loads-{i:032x}.bin"
+        path.write_bytes(b"another directory's cache")
+        os.utime(path, ns=(used_ns + i, used_ns + i))
+        out.append(path)
+    return out
+
+
+def test_writing_a_cache_file_removes_others_unused_for_a_month(
+    models: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "cache"
+    now = time.time_ns() + LATER
+    stale = other_cache_files(folder, 2, now - STALE_NS - DAY_NS)
+    recent = folder / "loads-recent.bin"
+    recent.write_bytes(b"used last week")
+    os.utime(recent, ns=(now - 7 * DAY_NS, now - 7 * DAY_NS))
+    leftover = folder / ".loads-abc.tmp"  # a run killed while writing, yesterday
+    leftover.write_bytes(b"half")
+    os.utime(leftover, ns=(now - DAY_NS, now - DAY_NS))
+    unrelated = folder / "notes.txt"
+    unrelated.write_text("not ours")
+    os.utime(unrelated, ns=(now - 365 * DAY_NS, now - 365 * DAY_NS))
+
+    load(models, folder, now_ns=now)
+
+    assert not any(p.exists() for p in stale)
+    assert not leftover.exists()
+    assert recent.exists() and unrelated.exists()
+    assert len(list(folder.glob("loads-*.bin"))) == 2  # this directory's, and the recent one
+
+
+def test_the_folder_keeps_the_most_recently_used_files_only(models: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "cache"
+    now = time.time_ns() + LATER
+    others = other_cache_files(folder, KEEP_FILES + 3, now - DAY_NS)
+    load(models, folder, now_ns=now)
+    kept = sorted(folder.glob("loads-*.bin"))
+    assert len(kept) == KEEP_FILES
+    assert not any(p.exists() for p in others[:4])  # the least recently used go
+    assert all(p.exists() for p in others[4:])
+
+
+def test_reading_a_cache_file_marks_it_used(models: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "cache"
+    written = time.time_ns() + LATER
+    load(models, folder, now_ns=written)
+    (mine,) = folder.glob("loads-*.bin")
+    os.utime(mine, ns=(written, written))
+    later = written + 40 * DAY_NS  # unchanged files: nothing is written, yet the file is used
+    state = load(models, folder, now_ns=later)
+    assert state.models and mine.stat().st_mtime_ns == later
+    # So another directory's run a month on keeps it.
+    other = tmp_path / "other.d"
+    _models(other)
+    load(other, folder, now_ns=later + STALE_NS - DAY_NS)
+    assert mine.exists()

@@ -21,7 +21,10 @@ Safe by construction rather than by care at each use:
 - **Nowhere to write** (a read-only filesystem, no home): the run goes on without it.
 
 One cache file per directory and load policy, under ``$XDG_CACHE_HOME/reconciler/`` (default
-``~/.cache/reconciler/``); it holds the files of the last run only, so it never grows stale.
+``~/.cache/reconciler/``); it holds the files of the last run only, so it never grows stale. The
+folder does not grow without end either (checkouts in temporary directories each leave a file):
+writing one removes the others unused for :data:`STALE_NS`, and the least recently used beyond
+:data:`KEEP_FILES`; reading one marks it used.
 """
 
 from __future__ import annotations
@@ -45,6 +48,10 @@ MAGIC = b"reconciler-parse-cache"
 RACY_NS = 2_000_000_000  # FAT keeps 2 s; ext4, XFS, APFS and NTFS far finer
 MAX_CACHE_BYTES = 512 << 20
 UNCACHEABLE_WARNINGS = frozenset({"created-future", "inline-secret"})
+STALE_NS = 30 * 86_400 * 1_000_000_000  # another directory's cache file unused this long goes
+KEEP_FILES = 20  # cache files kept in the folder (this run's included), the most recently used
+USED_NS = 86_400 * 1_000_000_000  # a file read is marked used when its mark is older than this
+LEFTOVER_NS = 3_600 * 1_000_000_000  # a temporary file this old was left by a killed run
 
 Stat = tuple[int, int, int, int, int]  # device, inode, size, mtime_ns, ctime_ns
 # What a cached file loaded to: its id, API body and warnings (message, field, line, column, code).
@@ -144,6 +151,10 @@ class ParseCache:
             st = os.fstat(fd)
             if not _trusted(st) or st.st_size > MAX_CACHE_BYTES:
                 return
+            if self.started_ns - st.st_mtime_ns > USED_NS and os.utime in os.supports_fd:
+                # Used, if unchanged: not pruned as stale by another directory's run.
+                with _quiet():
+                    os.utime(fd, ns=(self.started_ns, self.started_ns))
             with os.fdopen(fd, "rb", closefd=False) as f:
                 blob = f.read(st.st_size + 1)  # not a buffer of the cap's size, shrunk after
         except OSError:
@@ -231,6 +242,36 @@ class ParseCache:
                 raise
         except (OSError, TypeError, ValueError):
             return  # read-only, full, not ours: the run does not need the cache
+        self._prune()
+
+    def _prune(self) -> None:
+        """Remove the folder's other cache files unused for :data:`STALE_NS`, those beyond the
+        :data:`KEEP_FILES` most recently used, and temporary files a killed run left."""
+        found: list[tuple[int, str]] = []
+        try:
+            with os.scandir(self.folder) as entries:
+                for entry in entries:
+                    name = entry.name
+                    ours = name.startswith("loads-") and name.endswith(".bin")
+                    leftover = name.startswith(".loads-") and name.endswith(".tmp")
+                    if not (ours or leftover) or name == self.path.name:
+                        continue
+                    st = entry.stat(follow_symlinks=False)
+                    if not stat.S_ISREG(st.st_mode):
+                        continue
+                    if leftover:
+                        if self.started_ns - st.st_mtime_ns > LEFTOVER_NS:
+                            with _quiet():
+                                os.unlink(entry.path)
+                        continue
+                    found.append((st.st_mtime_ns, entry.path))
+        except OSError:
+            return
+        found.sort(reverse=True)  # the most recently used first
+        for rank, (used_ns, path) in enumerate(found, start=1):  # this run's file is rank 0
+            if rank >= KEEP_FILES or self.started_ns - used_ns > STALE_NS:
+                with _quiet():
+                    os.unlink(path)
 
 
 class _quiet:
