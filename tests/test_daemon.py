@@ -28,6 +28,9 @@ import httpx
 import pytest
 from conftest import API_PREFIX, REPO, RunningRegistry, Upstream, clean_env, free_port
 from daemon_harness import JITTER, RESYNC, Harness, watching
+from watchfiles import Change
+
+from reconciler.daemon.watcher import sort_out
 
 DEADLINE = 15.0
 SECRET = "sk-inline-do-not-show"
@@ -500,6 +503,33 @@ async def test_a_configmap_update_is_noticed(models: Path, registry: RunningRegi
         write_model(models / "..v2", "team:a", rpm=2)
         _swap_link(models / "..data", "..v2")
         await w.until("the new ConfigMap content applied", lambda: rpm_is(w, "team:a", 2))
+
+
+def test_a_save_by_delete_and_rename_is_one_change_not_a_configmap_swap() -> None:
+    # Two changes of one path in a batch (some editors delete, then rename their temp file in):
+    # the one model is planned again, with no full resync of every file.
+    edit = {(Change.deleted, "/m/team_a.toml"), (Change.added, "/m/team_a.toml")}
+    assert sort_out(edit, "/m", "/m") == ({"/m/team_a.toml"}, False)
+    swap = {(Change.added, "/m/..data"), (Change.modified, "/m/team_a.toml")}
+    assert sort_out(swap, "/m", "/m") == ({"/m/team_a.toml"}, True)
+    # Under a link (git-sync), paths are named as the link names them.
+    link = {(Change.modified, "/real/v2/team_a.toml")}
+    assert sort_out(link, "/m", "/real/v2") == ({"/m/team_a.toml"}, False)
+
+
+@pytest.mark.anyio
+async def test_a_delete_and_rename_save_lists_nothing(models: Path, registry: RunningRegistry):
+    path = write_model(models, "team:a", rpm=1)
+    async with watching(registry, models) as w:
+        await w.until("created", lambda: rpm_is(w, "team:a", 1))
+        lists = registry.counts()["list"]
+
+        tmp = models / ".team_a.toml.tmp"
+        tmp.write_text(model_toml("team:a", rpm=2))
+        path.unlink()
+        os.rename(tmp, path)
+        await w.until("the edit applied", lambda: rpm_is(w, "team:a", 2))
+        assert registry.counts()["list"] == lists
 
 
 def test_sigterm_finishes_the_write_in_flight_and_exits_0(

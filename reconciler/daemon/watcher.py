@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from watchfiles import awatch
@@ -52,12 +53,8 @@ async def watch(daemon: Daemon | Fleet) -> None:
                 stop_event=daemon.stop_requested,
                 recursive=True,
             ):
-                paths = {
-                    key(str(root), p, real)
-                    for _, p in changes
-                    if os.path.basename(p) != CONFIGMAP_DATA
-                }
-                if len(paths) < len(changes):
+                paths, swapped = sort_out(changes, str(root), real)
+                if swapped:
                     daemon.request_full("configmap update")
                 if paths:
                     daemon.notice(paths)
@@ -70,6 +67,20 @@ async def watch(daemon: Daemon | Fleet) -> None:
         except (OSError, RuntimeError) as exc:
             event(daemon.log, "watch error", logging.WARNING, error=str(exc))
             await wait_event(daemon.clock, daemon.stop_requested, 0.5)
+
+
+def sort_out(changes: Iterable[tuple[object, str]], root: str, real: str) -> tuple[set[str], bool]:
+    """A batch of changes as the model paths it touches (named as :func:`key` names them), and
+    whether it swapped a ConfigMap's ``..data`` (every file changed at once)."""
+    paths: set[str] = set()
+    swapped = False
+    for _, path in changes:
+        if os.path.basename(path) == CONFIGMAP_DATA:
+            swapped = True
+        else:
+            # A save by delete and rename is two changes of one path: one path, not a swap.
+            paths.add(key(root, path, real))
+    return paths, swapped
 
 
 def key(root: str, path: str, real: str) -> str:
