@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import os
 import sys
+import threading
 from typing import Annotated
 
 # Two imports no command uses, a tenth of a no-op diff's start-up CPU when the machine is busy:
@@ -22,7 +23,7 @@ if "httpx" not in sys.modules:
 import typer
 
 from . import export, health, reconcile, schema, validate, watch
-from .common import Group, console
+from .common import AtExit, Group, console
 from .interrupt import Interrupt, Interrupted
 from .registry import registry_app
 
@@ -73,9 +74,40 @@ def main() -> None:
     # A signal outside a command's own handling (diff/sync, watch and serve have theirs) ends a
     # one-shot command with 130/143, as shells expect; Typer would make Ctrl-C an exit 1.
     interrupt = Interrupt(console(stderr=True))
+    AtExit.kept = []
     try:
         with interrupt.guard():
             app(prog_name="reconciler")
     except Interrupted:
         interrupt.err.print(f"interrupted ({interrupt.signal_name})", markup=False)
         sys.exit(interrupt.exit_code)
+    except SystemExit as done:
+        fast_exit(done)
+        raise
+
+
+def fast_exit(done: SystemExit) -> None:
+    """End the process now with ``done``'s status, skipping the interpreter's teardown (freeing
+    a diff's million objects one by one: a twentieth of a no-op diff of 10,000 files), once the
+    output is flushed. Returns (for the ordinary exit) when anything might still need that
+    teardown: a thread other than daemon ones, a child process, a status that is not a number,
+    output that cannot be flushed. Only at the process's own entry point, never in-process."""
+    code = done.code
+    if code is None:
+        code = 0
+    if type(code) is not int or not 0 <= code <= 255:
+        return
+    if any(t is not threading.main_thread() and not t.daemon for t in threading.enumerate()):
+        return
+    children = sys.modules.get("multiprocessing")
+    if children is not None and children.active_children():
+        return
+    try:
+        logging = sys.modules.get("logging")
+        if logging is not None:
+            logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except Exception:  # a closed pipe and such: the ordinary exit reports it as it always did
+        return
+    os._exit(code)

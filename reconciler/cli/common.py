@@ -162,6 +162,19 @@ UpdateMethodOpt = Annotated[
 ]
 
 
+class AtExit:
+    """What a run leaves for the process's exit: with the real entry point's fast exit
+    (``cli.main``), a run's large objects need not be freed one by one when it returns."""
+
+    kept: list[object] | None = None  # a list only once cli.main has set one
+
+    @classmethod
+    def keep(cls, *objects: object) -> None:
+        """Hold ``objects`` until the process ends (nothing is held when run in-process)."""
+        if cls.kept is not None:
+            cls.kept.extend(objects)
+
+
 def console(stderr: bool = False) -> Console:
     """A console that prints ids as they are (no emoji codes, no highlighting, no wrapping);
     when piped, so wide that nothing is ever cut."""

@@ -17,6 +17,7 @@ from .common import (
     EXIT_CHANGES,
     EXIT_ERROR,
     EXIT_OK,
+    AtExit,
     ConcurrencyOpt,
     ConfigOpt,
     DirOpt,
@@ -254,6 +255,7 @@ def _run(run: Run, interrupt: Interrupt, out: Console, err: Console) -> int:
             as_json=as_json,
         )
     load = loaded[0]
+    AtExit.keep(loading, loaded, saw, plan)  # freed with the process, not object by object
 
     if as_json:
         doc = report.plan_json(plan, load=load, outcomes=outcomes)
