@@ -6,6 +6,7 @@ given a "now" some seconds later instead (the clock is its one injected seam).
 
 from __future__ import annotations
 
+import marshal
 import os
 import stat
 import time
@@ -173,7 +174,7 @@ def test_the_cache_file_is_private(models: Path, tmp_path: Path) -> None:
         lambda b: b"",  # empty
         lambda b: b"\x00\xff garbage" * 50,
         lambda b: b.replace(b"meetkai:m-3", b"meetkai:m-9"),  # edited: the checksum fails
-        lambda b: b.split(b"\n", 1)[0].replace(b"cache 1", b"cache 999") + b"\n" + b"[]",
+        lambda b: b.split(b"\n", 1)[0].replace(b"cache 2", b"cache 999") + b"\n" + b"[]",
     ],
 )
 def test_a_corrupt_cache_file_costs_a_parse_and_nothing_else(
@@ -190,17 +191,33 @@ def test_a_well_formed_but_wrong_entry_is_ignored(models: Path, tmp_path: Path) 
     # A valid checksum over an entry whose body names another id than its file: refused.
     import hashlib
 
-    import orjson
-
     folder = tmp_path / "cache"
     expected = load(models, folder)
     (written,) = folder.iterdir()
     head, payload = written.read_bytes().split(b"\n", 1)
-    files = orjson.loads(payload)
+    files = marshal.loads(payload)
     entry = files[str(models / "meetkai_m-0.toml")]
     entry[6] = {**entry[6], "id": "meetkai:evil", "contextWindow": 1}
     files[str(models / "meetkai_m-1.toml")][7] = [["x", None, "not a line", None, None]]
-    payload = orjson.dumps(files)
+    payload = marshal.dumps(files)
+    digest = hashlib.blake2b(payload, digest_size=16).hexdigest().encode()
+    written.write_bytes(head.rsplit(b" ", 1)[0] + b" " + digest + b"\n" + payload)
+    assert load(models, folder) == expected
+
+
+@pytest.mark.parametrize(
+    "payload", [b"\x00\xff not marshal", b"", b"{", marshal.dumps(["a", "list"]), b"\xdb\x05"]
+)
+def test_a_checksummed_payload_that_is_no_cache_is_ignored(
+    models: Path, tmp_path: Path, payload: bytes
+) -> None:
+    # What marshal refuses, or reads as something else than the files' entries: a parse each.
+    import hashlib
+
+    folder = tmp_path / "cache"
+    expected = load(models, folder)
+    (written,) = folder.iterdir()
+    head = written.read_bytes().split(b"\n", 1)[0]
     digest = hashlib.blake2b(payload, digest_size=16).hexdigest().encode()
     written.write_bytes(head.rsplit(b" ", 1)[0] + b" " + digest + b"\n" + payload)
     assert load(models, folder) == expected

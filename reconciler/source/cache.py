@@ -30,20 +30,19 @@ writing one removes the others unused for :data:`STALE_NS`, and the least recent
 from __future__ import annotations
 
 import hashlib
-import json
+import marshal
 import os
 import stat
+import sys
 import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from .placeholders import LoadPolicy
 
-FORMAT = 1
+FORMAT = 2  # 2: marshal (1 was JSON)
 MAGIC = b"reconciler-parse-cache"
 RACY_NS = 2_000_000_000  # FAT keeps 2 s; ext4, XFS, APFS and NTFS far finer
 MAX_CACHE_BYTES = 512 << 20
@@ -119,7 +118,14 @@ class ParseCache:
     ) -> None:
         self.folder = folder
         material = "\0".join(
-            [str(FORMAT), os.path.abspath(root), repr(policy), _versions(), _code_stamp()]
+            [
+                f"{FORMAT}.{marshal.version}",
+                sys.version,  # marshal's format may change with Python's
+                os.path.abspath(root),
+                repr(policy),
+                _versions(),
+                _code_stamp(),
+            ]
         )
         self.key = hashlib.blake2b(material.encode("utf-8", "replace"), digest_size=16).hexdigest()
         self.path = folder / f"loads-{self.key}.bin"
@@ -172,16 +178,16 @@ class ParseCache:
         if head != expected:
             return  # another format, directory or policy, or not what was written: ignore it
         try:
-            # One str, then the bytes go; json, not orjson: orjson first builds a document of
-            # its own, three times the file's size, next to the objects it makes (17 MB more
-            # at the peak for 10,000 files, to save 20 ms).
-            text = str(payload, "utf-8")
-            payload.release()
-            del blob, payload
-            files = json.loads(text)
-        except ValueError:  # not UTF-8, not JSON
+            # marshal: the objects built in C straight from the bytes, each repeated key once,
+            # in half the time json takes (no text, no intermediate document). It is no format
+            # for untrusted data, and needs none here: the file is ours alone (checked above)
+            # and what we wrote (the digest), and every entry is checked for shape before use.
+            files = marshal.loads(payload)
+        except (EOFError, ValueError, TypeError):  # not what marshal writes
             return
-        del text
+        finally:
+            payload.release()
+        del blob, payload
         if isinstance(files, dict):
             self._old = files
 
@@ -224,7 +230,7 @@ class ParseCache:
         if not self._changed and len(self._new) == len(self._old):
             return
         try:
-            payload = orjson.dumps(self._new)
+            payload = marshal.dumps(self._new)
             digest = hashlib.blake2b(payload, digest_size=16).hexdigest().encode()
             head = b"%s %d %s %s\n" % (MAGIC, FORMAT, self.key.encode(), digest)
             self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
