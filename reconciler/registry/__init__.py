@@ -30,7 +30,7 @@ import builtins
 import contextlib
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NoReturn
 from urllib.parse import quote
 
@@ -48,10 +48,10 @@ from ..ports import (
     RegistryError,
     UnreachableError,
 )
-from ..sameness import same
 from ..spec import Entry, HealthResult
 from . import pieces
 from .errors import error_message, one_line, transport_cause
+from .listed import Entries, ListDecoder, is_streamed
 from .retry import NO_RETRY, Breaker, Clock, RetryPolicy, Sleep, Spacer
 from .retry import retry_after as _retry_after
 
@@ -189,6 +189,8 @@ class RegistryClient:
 
     async def list(self) -> Listing:
         """Every registry entry (``has_more`` set when the answer says there are more)."""
+        if self.share is not None:
+            return await self._call("GET", "", what="list", consume=self._streamed)  # type: ignore[no-any-return]
         # Handed over in a box the decoder empties: the answer's bytes (8 MB at 10,000 entries)
         # are garbage as soon as they are decoded, not held until the entries are built.
         held: builtins.list[httpx.Response] = [await self._call("GET", "", what="list", raw=True)]
@@ -206,21 +208,48 @@ class RegistryClient:
                 body = pieces.loads(response.content)
         if body is None:
             # json, not orjson: as fast on a list this size, and orjson first builds a document
-            # of its own, twice the answer's size, next to the objects it makes (20 MB more at
-            # the peak of a diff of 10,000 files). And its error, as for every call.
-            hook = _Sharing(self.share()) if self.share is not None else None
-            body = self._decode(response, "list", lean=True, hook=hook)
+            # of its own, twice the answer's size, next to the objects it makes. And its error,
+            # as for every call.
+            body = self._decode(response, "list", lean=True)
         del response
         data = body.get("data") if isinstance(body, Mapping) else body
         if not isinstance(data, builtins.list):
             raise RegistryError("unexpected answer to list: no data array", 200)
-        listing = Listing()
-        field_sets: dict[frozenset[str], set[str]] = {}
+        built = Entries({}, Entry.model_validate, intern=False)
         for i, item in enumerate(data):
             # Each decoded item let go once its entry is built (the entry keeps its definition
             # as decoded): the list is never held twice over.
             data[i] = None
-            listing.append(_share_field_sets(self._entry(item, "list"), field_sets))
+            built.add(item)
+        return self._listed(body, built)
+
+    async def _streamed(self, response: httpx.Response) -> Listing:
+        """The list answer of a one-shot run, decoded as it arrives (see :mod:`.listed`)."""
+        # The files' bodies first: the answer waits in the socket meanwhile, not in memory.
+        bodies = await anyio.to_thread.run_sync(self.share)  # type: ignore[arg-type]
+        built = Entries(bodies, Entry.model_validate)
+        decoder = ListDecoder(built.add, built.begin)
+        try:
+            async for chunk in response.aiter_bytes():
+                decoder.feed(chunk)
+            body = decoder.close()
+        except (ValueError, RecursionError):
+            shown = one_line(decoder.prefix, 80)
+            raise RegistryError(
+                f"unexpected answer to list: not JSON ({shown!r})", response.status_code
+            ) from None
+        data = body.get("data") if isinstance(body, Mapping) else body
+        if not is_streamed(data):
+            raise RegistryError("unexpected answer to list: no data array", 200)
+        return self._listed(body, built)
+
+    @staticmethod
+    def _listed(body: Any, built: Entries) -> Listing:
+        if isinstance(built.failed, ValidationError):
+            raise RegistryError("unexpected answer to list: not a registry entry", 200) from None
+        if built.failed is not None:
+            raise built.failed
+        listing = Listing(built.entries)
         if isinstance(body, Mapping):
             listing.has_more = any(body.get(k) is True for k in ("has_more", "hasMore"))
         return listing
@@ -293,9 +322,10 @@ class RegistryClient:
         write: bool | None = None,
         gone_ok_on_retry: bool = False,
         raw: bool = False,
+        consume: Callable[[httpx.Response], Awaitable[Any]] | None = None,
     ) -> Any:
-        """Send one call with retries; the decoded JSON answer (``raw``: the response), or a
-        mapped exception."""
+        """Send one call with retries; the decoded JSON answer (``raw``: the response;
+        ``consume``: what it makes of a streamed successful response), or a mapped exception."""
         url = self.base_url + API_PREFIX + path
         write = method in _WRITE_METHODS if write is None else write
         policy, breaker = self.retry, self.breaker
@@ -316,7 +346,23 @@ class RegistryClient:
             retry_after: float | None = None
             cannot_connect = False
             try:
-                response = await self._http.request(method, url, content=content, headers=headers)
+                if consume is None:
+                    response = await self._http.request(
+                        method, url, content=content, headers=headers
+                    )
+                else:
+                    request = self._http.build_request(
+                        method, url, content=content, headers=headers
+                    )
+                    response = await self._http.send(request, stream=True)
+                    try:
+                        if response.status_code < 400:
+                            breaker.answered()
+                            # Inside the retries: a connection lost mid-answer is tried again.
+                            return await consume(response)
+                        await response.aread()
+                    finally:
+                        await response.aclose()
             except httpx.TransportError as exc:
                 cause = transport_cause(exc, self._timeout)
                 cannot_connect = isinstance(exc, httpx.ConnectError)
@@ -370,13 +416,7 @@ class RegistryClient:
         )
         raise NotAttemptedError(f"{what}: {reason}", reason)
 
-    def _decode(
-        self,
-        response: httpx.Response,
-        what: str,
-        lean: bool = False,
-        hook: Callable[[dict[str, Any]], Any] | None = None,
-    ) -> Any:
+    def _decode(self, response: httpx.Response, what: str, lean: bool = False) -> Any:
         if response.status_code == 204 or not response.content:
             return None
         if not lean:
@@ -385,7 +425,7 @@ class RegistryClient:
             except orjson.JSONDecodeError:
                 pass  # what orjson refuses (NaN, an int beyond 64 bits, not UTF-8): json decides
         try:
-            return response.json(object_hook=hook)
+            return response.json()
         except ValueError:
             raise RegistryError(
                 f"unexpected answer to {what}: not JSON ({one_line(response.text, 80)!r})",
@@ -408,37 +448,3 @@ class RegistryClient:
         if status == 409:
             return ConflictError(f"{head}: {server}", status)
         return RegistryError(f"{head}: {server}", status)
-
-
-class _Sharing:
-    """A json object hook for the list: an entry whose definition holds every field of its
-    file's body, with the very same values (bools, ints and floats apart), gets the body's value
-    objects in those fields. Nothing changes but identity: a no-op's 10,000 definitions are not
-    held a second time (25 MB at the peak of a diff) while the list is decoded."""
-
-    def __init__(self, bodies: Mapping[str, Any]) -> None:
-        self._bodies = bodies
-
-    def __call__(self, obj: dict[str, Any]) -> dict[str, Any]:
-        definition, key = obj.get("definition"), obj.get("id")
-        if type(definition) is dict and type(key) is str:
-            body = self._bodies.get(key)
-            if type(body) is dict:
-                mine = {k: definition[k] for k in body if k in definition}
-                if len(mine) == len(body) and same(body, mine):
-                    definition.update(body)
-        return obj
-
-
-def _share_field_sets(entry: Entry, seen: dict[frozenset[str], set[str]]) -> Entry:
-    """``entry`` sharing the set of its set fields with every listed entry of the same keys.
-
-    pydantic gives each model a set of its own (over 0.9 kB with its health's: 9 MB at 10,000
-    entries). Listed entries are read, never assigned to (which would add to the shared set).
-    """
-    for model in (entry, entry.health):
-        names = model.__pydantic_fields_set__
-        object.__setattr__(
-            model, "__pydantic_fields_set__", seen.setdefault(frozenset(names), names)
-        )
-    return entry

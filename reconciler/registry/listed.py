@@ -1,0 +1,349 @@
+"""The list answer of a one-shot run (``diff``, ``sync``), decoded as it arrives, and its entries
+kept lean.
+
+The answer of 10,000 entries is 8 MB of JSON. Read whole, it is held three times over at the
+peak of a diff: the chunks as received and joined, the bytes, the text ``json`` decodes them to.
+:class:`ListDecoder` takes it chunk by chunk and hands over each element of the ``data`` array as
+soon as it is complete, so only a chunk and an element are held besides the entries built.
+
+:class:`Entries` builds those entries sharing what is equal: a definition that holds every field
+of its file's body with the same values takes the body's value objects (only its own top-level
+dict and the keys the server adds are its own), every definition's keys are one set of strings,
+and entries with the same health share one :class:`~reconciler.spec.EntryHealth`. Listed
+entries are read, never assigned to (see :func:`share_field_sets`).
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import re
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from ..sameness import same
+from ..spec import Entry, EntryHealth
+
+_WS = re.compile(r"[ \t\n\r]*")
+_DECODER = json.JSONDecoder()
+_BLANK = " \t\n\r"
+_SAME_AS_BODY = (("id", "id"), ("model_id", "modelId"), ("provider", "provider"))
+DATA = "data"
+
+
+class _Data(list):  # type: ignore[type-arg]
+    """Where a streamed data array stood in the document: its elements went to ``on_item``."""
+
+
+class ListDecoder:
+    """``json.loads`` of a document fed in chunks: :meth:`feed` each chunk, then :meth:`close`
+    for the document. Each element of the top-level ``data`` array (or of a top-level array)
+    goes to ``on_item`` once decoded, and stands in the document as an empty :class:`list`
+    subclass; ``on_begin`` is called as each such array starts (a repeated ``data`` key: the
+    last wins, as for ``json.loads``). Values are decoded by ``json`` itself, so they are
+    exactly its values; a document it would refuse raises ``ValueError`` at :meth:`close` at
+    the latest. Text other than UTF-8 (a UTF-16 or UTF-32 answer) is decoded whole at the end.
+    """
+
+    def __init__(self, on_item: Callable[[Any], None], on_begin: Callable[[], None]) -> None:
+        self._on_item, self._on_begin = on_item, on_begin
+        self._text = ""
+        self._pos = 0
+        self._eof = False
+        self._want = 0  # undecoded characters needed before a failed decode is tried again
+        self._utf8: codecs.IncrementalDecoder | None = None
+        self._raw: list[bytes] | None = None  # not UTF-8: the bytes, decoded at the end
+        self._head = b""
+        self._parser: Iterator[None] = self._document()
+        self._result: Any = None
+        self._error: ValueError | None = None
+        self.prefix = ""  # the first characters, for an error message
+
+    def feed(self, chunk: bytes) -> None:
+        """The next bytes of the answer."""
+        if self._raw is not None:
+            self._raw.append(chunk)
+            return
+        if self._utf8 is None:
+            self._head += chunk
+            if len(self._head) < 4:
+                return
+            chunk, self._head = self._head, b""
+            # As json.loads(bytes) decides: no NUL among the first bytes is UTF-8.
+            if b"\x00" in chunk[:4] or chunk.startswith((b"\xff\xfe", b"\xfe\xff")):
+                self._raw = [chunk]
+                return
+            self._utf8 = codecs.getincrementaldecoder("utf-8-sig")("surrogatepass")
+        self._push(self._utf8.decode(chunk))
+
+    def close(self) -> Any:
+        """The document (after every element went to ``on_item``); ``ValueError`` if the
+        answer was not JSON."""
+        if self._raw is not None or self._utf8 is None:
+            raw = b"".join(self._raw or [self._head])
+            self._raw = None
+            return self._whole(json.loads(raw)) if raw else None
+        self._eof = True
+        self._push(self._utf8.decode(b"", final=True))
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+    def _whole(self, doc: Any) -> Any:
+        data = doc.get(DATA) if isinstance(doc, dict) else doc
+        if isinstance(data, list):
+            self._on_begin()
+            for i, item in enumerate(data):
+                data[i] = None
+                self._on_item(item)
+            data = _Data()
+            if isinstance(doc, dict):
+                doc[DATA] = data
+            else:
+                doc = data
+        return doc
+
+    def _push(self, text: str) -> None:
+        if len(self.prefix) < 200:
+            self.prefix += text[: 200 - len(self.prefix)]
+        self._text = self._text[self._pos :] + text
+        self._pos = 0
+        if self._error is not None:
+            raise self._error
+        if len(self._text) < self._want and not self._eof:
+            return
+        try:
+            next(self._parser)
+        except StopIteration:
+            pass
+        except ValueError as exc:  # raised again on every later call
+            self._error = exc
+            raise
+
+    # --- the parser: a generator that yields when it needs more text ---------------------------
+
+    def _more(self) -> Iterator[None]:
+        if self._eof:
+            raise ValueError("truncated")
+        yield
+
+    def _skip(self) -> Iterator[None]:
+        """Past whitespace, to a character that is there."""
+        while True:
+            self._pos = _WS.match(self._text, self._pos).end()  # type: ignore[union-attr]
+            if self._pos < len(self._text):
+                return
+            yield from self._more()
+
+    def _value(self) -> Iterator[Any]:
+        while True:
+            try:
+                value, end = _DECODER.raw_decode(self._text, self._pos)
+            except ValueError:
+                if self._eof:
+                    raise
+                # Truncated, or wrong: known once more text came (twice as much, so a large
+                # value is not decoded again and again).
+                self._want = 2 * (len(self._text) - self._pos)
+                yield
+                continue
+            if end == len(self._text) and not self._eof:  # a number may go on: wait
+                yield
+                continue
+            self._want = 0
+            self._pos = end
+            return value
+
+    def _char(self) -> str:
+        c = self._text[self._pos]
+        self._pos += 1
+        return c
+
+    def _items(self) -> Iterator[None]:
+        self._on_begin()
+        self._pos += 1
+        yield from self._skip()
+        if self._text[self._pos] == "]":
+            self._pos += 1
+            return
+        text = self._text
+        while True:
+            # The common case in C: an element complete in the text, then "," and the next one.
+            try:
+                item, end = _DECODER.raw_decode(text, self._pos)
+            except ValueError:
+                end = len(text)
+            if end < len(text):
+                self._pos = end
+            else:  # it may go on: decoded again once more text came
+                item = yield from self._value()
+            self._on_item(item)
+            del item
+            text, pos = self._text, self._pos
+            if text.startswith(",", pos) and pos + 1 < len(text) and text[pos + 1] not in _BLANK:
+                self._pos = pos + 1
+                continue
+            yield from self._skip()
+            c = self._char()
+            if c == "]":
+                return
+            if c != ",":
+                raise ValueError("expected ',' or ']'")
+            yield from self._skip()
+            text = self._text
+
+    def _document(self) -> Iterator[None]:
+        yield from self._skip()
+        doc: Any
+        if self._text[self._pos] == "[":
+            yield from self._items()
+            doc = _Data()
+        elif self._text[self._pos] == "{":
+            doc = {}
+            self._pos += 1
+            yield from self._skip()
+            if self._text[self._pos] == "}":
+                self._pos += 1
+            else:
+                while True:
+                    if self._text[self._pos] != '"':
+                        raise ValueError("expected a key")
+                    key = yield from self._value()
+                    yield from self._skip()
+                    if self._char() != ":":
+                        raise ValueError("expected ':'")
+                    yield from self._skip()
+                    if key == DATA and self._text[self._pos] == "[":
+                        yield from self._items()
+                        doc[key] = _Data()
+                    else:
+                        doc[key] = yield from self._value()
+                    yield from self._skip()
+                    c = self._char()
+                    if c == "}":
+                        break
+                    if c != ",":
+                        raise ValueError("expected ',' or '}'")
+                    yield from self._skip()
+        else:
+            doc = yield from self._value()
+        while True:  # only whitespace after the document
+            self._pos = _WS.match(self._text, self._pos).end()  # type: ignore[union-attr]
+            if self._pos < len(self._text):
+                raise ValueError("extra data")
+            if self._eof:
+                break
+            yield
+        self._result = doc
+
+
+def is_streamed(data: Any) -> bool:
+    """Whether ``data`` (the document's ``data`` value) was an array handed over element by
+    element."""
+    return isinstance(data, _Data)
+
+
+class Entries:
+    """Listed entries built from decoded elements, sharing what is equal (module docstring).
+    ``bodies``: each model's body by id, from the files (or nothing). A first failure is kept
+    in :attr:`failed` (the caller decides what it means once the whole answer was read)."""
+
+    def __init__(
+        self,
+        bodies: Mapping[str, Any],
+        validate: Callable[[Any], Entry],
+        intern: bool = True,
+    ) -> None:
+        self._bodies = bodies
+        self._validate = validate
+        self._intern = intern  # False: the keys were shared by one decoding call already
+        self._keys: dict[str, str] = {}
+        self._healths: dict[tuple[Any, ...], EntryHealth] = {}
+        self._field_sets: dict[frozenset[str], set[str]] = {}
+        self.entries: list[Entry] = []
+        self.failed: BaseException | None = None
+
+    def begin(self) -> None:
+        self.entries = []
+
+    def add(self, item: Any) -> None:
+        if self.failed is not None:
+            return
+        try:
+            if type(item) is dict:
+                self._lighten(item)
+            entry = self._validate(item)
+        except Exception as exc:
+            self.failed = exc
+            return
+        self.entries.append(share_field_sets(entry, self._field_sets))
+
+    def _lighten(self, item: dict[str, Any]) -> None:
+        key, definition = item.get("id"), item.get("definition")
+        body = self._bodies.get(key) if type(key) is str else None
+        if type(definition) is dict:
+            item["definition"] = self._definition(definition, body)
+        if type(body) is dict:
+            for field, name in _SAME_AS_BODY:  # the body's strings, not copies of them
+                value = body.get(name)
+                if type(value) is str and item.get(field) == value and type(item[field]) is str:
+                    item[field] = value
+        health = item.get("health")
+        if type(health) is dict:
+            shared = self._health(health)
+            if shared is not None:
+                item["health"] = shared
+
+    def _definition(self, definition: dict[str, Any], body: Any) -> dict[str, Any]:
+        keys = self._keys
+        if type(body) is dict and len(definition) >= len(body):
+            try:
+                mine = {k: definition[k] for k in body}
+            except KeyError:
+                mine = None
+            if mine is not None and same(body, mine):
+                # The body's keys and values (its key order: no reader of a listed definition
+                # depends on it), then the keys the server added.
+                shared = dict(body)
+                if len(definition) > len(body):
+                    for k in sorted(definition.keys() - body.keys()):
+                        shared[keys.setdefault(k, k)] = _interned(definition[k], keys)
+                return shared
+        return _interned(definition, keys) if self._intern else definition  # type: ignore[no-any-return]
+
+    def _health(self, health: dict[str, Any]) -> EntryHealth | None:
+        # Keyed by type too: true, 1 and 1.0 are equal in Python and not to the registry.
+        try:
+            key = tuple((k, type(v), v) for k, v in health.items())
+            shared = self._healths.get(key)
+        except TypeError:  # a list or object among its values: not shared
+            return None
+        if shared is None:
+            shared = self._healths[key] = EntryHealth.model_validate(health)
+        return shared
+
+
+def _interned(value: Any, keys: dict[str, str]) -> Any:
+    """``value`` with every object key one of ``keys`` (one decoding call shares keys within
+    itself only: 10,000 definitions decoded one by one would each hold their own)."""
+    if type(value) is dict:
+        return {keys.setdefault(k, k): _interned(v, keys) for k, v in value.items()}
+    if type(value) is list:
+        return [_interned(v, keys) for v in value]
+    if type(value) is str and len(value) < 64:
+        return keys.setdefault(value, value)
+    return value
+
+
+def share_field_sets(entry: Entry, seen: dict[frozenset[str], set[str]]) -> Entry:
+    """``entry`` sharing the set of its set fields with every listed entry of the same keys.
+
+    pydantic gives each model a set of its own (over 0.9 kB with its health's: 9 MB at 10,000
+    entries). Listed entries are read, never assigned to (which would add to the shared set).
+    """
+    for model in (entry, entry.health):
+        names = model.__pydantic_fields_set__
+        object.__setattr__(
+            model, "__pydantic_fields_set__", seen.setdefault(frozenset(names), names)
+        )
+    return entry
