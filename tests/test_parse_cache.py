@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 
 from reconciler import reconcile, source
 from reconciler.cli import app
-from reconciler.source.cache import KEEP_FILES, RACY_NS, STALE_NS, ParseCache, cache_dir
+from reconciler.source import cache
+from reconciler.source.cache import KEEP_FILES, RACY_NS, STALE_NS, ParseCache, _batches, cache_dir
 
 MODEL = """id = "{id}"
 provider = "openai-compatible"
@@ -84,6 +85,22 @@ def test_a_repeated_load_parses_nothing_and_gives_the_same_answer(
     assert parses.paths == []
     assert first == second == expected
     assert [w.code for w in second.warnings] == ["file-name"]  # warnings come back too
+
+
+def test_a_cache_of_several_batches_reads_back_whole(
+    models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Written in batches, one after the other (never the whole in memory at once).
+    monkeypatch.setattr(cache, "BATCH", 4)
+    folder = tmp_path / "cache"
+    expected = load(models, folder)
+    (written,) = folder.iterdir()
+    payload = memoryview(written.read_bytes().split(b"\n", 1)[1])
+    first = int.from_bytes(payload[:8], "little")
+    assert len(marshal.loads(payload[8 : 8 + first])) == 4  # of the six files
+    parses = Parses(monkeypatch)
+    assert load(models, folder) == expected
+    assert parses.paths == []
 
 
 def test_a_changed_file_is_parsed_again(
@@ -195,18 +212,34 @@ def test_a_well_formed_but_wrong_entry_is_ignored(models: Path, tmp_path: Path) 
     expected = load(models, folder)
     (written,) = folder.iterdir()
     head, payload = written.read_bytes().split(b"\n", 1)
-    files = marshal.loads(payload)
+    files = _batches(memoryview(payload))
+    assert files is not None
     entry = files[str(models / "meetkai_m-0.toml")]
     entry[6] = {**entry[6], "id": "meetkai:evil", "contextWindow": 1}
     files[str(models / "meetkai_m-1.toml")][7] = [["x", None, "not a line", None, None]]
-    payload = marshal.dumps(files)
+    payload = _batch(files)
     digest = hashlib.blake2b(payload, digest_size=16).hexdigest().encode()
     written.write_bytes(head.rsplit(b" ", 1)[0] + b" " + digest + b"\n" + payload)
     assert load(models, folder) == expected
 
 
+def _batch(part: object) -> bytes:
+    data = marshal.dumps(part)
+    return len(data).to_bytes(8, "little") + data
+
+
 @pytest.mark.parametrize(
-    "payload", [b"\x00\xff not marshal", b"", b"{", marshal.dumps(["a", "list"]), b"\xdb\x05"]
+    "payload",
+    [
+        b"\x00\xff not marshal",
+        b"",
+        b"{",
+        _batch(["a", "list"]),
+        _batch({}) + _batch(["a", "list"]),
+        _batch({})[:-1],
+        (10).to_bytes(8, "little") + b"\xdb\x05",
+        marshal.dumps({}),  # the whole in one, without its length
+    ],
 )
 def test_a_checksummed_payload_that_is_no_cache_is_ignored(
     models: Path, tmp_path: Path, payload: bytes

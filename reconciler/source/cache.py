@@ -42,7 +42,9 @@ from typing import Any
 
 from .placeholders import LoadPolicy
 
-FORMAT = 2  # 2: marshal (1 was JSON)
+FORMAT = 3  # 3: marshal in batches (2: marshal whole, 1: JSON)
+BATCH = 500  # files a batch: its marshal bytes ~0.4 MB, written and read one after the other
+_LENGTH = 8  # each batch's byte count before it, little-endian
 MAGIC = b"reconciler-parse-cache"
 RACY_NS = 2_000_000_000  # FAT keeps 2 s; ext4, XFS, APFS and NTFS far finer
 MAX_CACHE_BYTES = 512 << 20
@@ -182,13 +184,13 @@ class ParseCache:
             # in half the time json takes (no text, no intermediate document). It is no format
             # for untrusted data, and needs none here: the file is ours alone (checked above)
             # and what we wrote (the digest), and every entry is checked for shape before use.
-            files = marshal.loads(payload)
+            files = _batches(payload)
         except (EOFError, ValueError, TypeError):  # not what marshal writes
             return
         finally:
             payload.release()
         del blob, payload
-        if isinstance(files, dict):
+        if files is not None:
             self._old = files
 
     def get(self, path: str, key: Stat | None) -> Cached | None:
@@ -230,17 +232,28 @@ class ParseCache:
         if not self._changed and len(self._new) == len(self._old):
             return
         try:
-            payload = marshal.dumps(self._new)
-            digest = hashlib.blake2b(payload, digest_size=16).hexdigest().encode()
-            head = b"%s %d %s %s\n" % (MAGIC, FORMAT, self.key.encode(), digest)
             self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             if not _trusted(os.stat(self.folder), folder=True):
                 return
             fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".loads-", suffix=".tmp")
             try:
                 with os.fdopen(fd, "wb") as f:  # mkstemp makes it 0600
-                    f.write(head)
-                    f.write(payload)
+                    # In batches, each written before the next is made: marshal's bytes of the
+                    # whole (8 MB at 10,000 files) and its table of every object written would
+                    # be the peak of a first diff. The head, with the digest, comes last.
+                    f.write(self._head(b"0" * 32))
+                    digest = hashlib.blake2b(digest_size=16)
+                    entries = list(self._new.items())
+                    for i in range(0, len(entries), BATCH):
+                        part = marshal.dumps(dict(entries[i : i + BATCH]))
+                        length = len(part).to_bytes(_LENGTH, "little")
+                        digest.update(length)
+                        digest.update(part)
+                        f.write(length)
+                        f.write(part)
+                        del part
+                    f.seek(0)
+                    f.write(self._head(digest.hexdigest().encode()))
                 os.replace(tmp, self.path)
             except BaseException:
                 with _quiet():
@@ -249,6 +262,9 @@ class ParseCache:
         except (OSError, TypeError, ValueError):
             return  # read-only, full, not ours: the run does not need the cache
         self._prune()
+
+    def _head(self, digest: bytes) -> bytes:
+        return b"%s %d %s %s\n" % (MAGIC, FORMAT, self.key.encode(), digest)
 
     def _prune(self) -> None:
         """Remove the folder's other cache files unused for :data:`STALE_NS`, those beyond the
@@ -286,6 +302,24 @@ class _quiet:
 
     def __exit__(self, *exc: object) -> bool:
         return True
+
+
+def _batches(payload: memoryview) -> dict[str, Any] | None:
+    """The entries of a payload of marshal batches, each after its length; None for a payload
+    of another shape."""
+    files: dict[str, Any] = {}
+    at, end = 0, len(payload)
+    while at < end:
+        size = int.from_bytes(payload[at : at + _LENGTH], "little")
+        at += _LENGTH
+        if size <= 0 or at + size > end:
+            return None
+        part = marshal.loads(payload[at : at + size])
+        at += size
+        if not isinstance(part, dict):
+            return None
+        files.update(part)
+    return files
 
 
 def _trusted(st: os.stat_result, folder: bool = False) -> bool:
