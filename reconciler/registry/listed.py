@@ -27,6 +27,7 @@ from ..spec import Entry, EntryHealth
 _WS = re.compile(r"[ \t\n\r]*")
 _DECODER = json.JSONDecoder()
 _BLANK = " \t\n\r"
+_AFTER = ",:]}" + _BLANK  # what may follow a whole value
 _SAME_AS_BODY = (("id", "id"), ("model_id", "modelId"), ("provider", "provider"))
 DATA = "data"
 
@@ -147,8 +148,8 @@ class ListDecoder:
                 self._want = 2 * (len(self._text) - self._pos)
                 yield
                 continue
-            if end == len(self._text) and not self._eof:  # a number may go on: wait
-                yield
+            if not self._eof and (end == len(self._text) or self._text[end] not in _AFTER):
+                yield  # a number may go on ("4." of "4.5"): known once more text came
                 continue
             self._want = 0
             self._pos = end
@@ -173,7 +174,7 @@ class ListDecoder:
                 item, end = _DECODER.raw_decode(text, self._pos)
             except ValueError:
                 end = len(text)
-            if end < len(text):
+            if end < len(text) and text[end] in _AFTER:
                 self._pos = end
             else:  # it may go on: decoded again once more text came
                 item = yield from self._value()
