@@ -239,3 +239,13 @@ def test_errors_are_those_of_the_answer_decoded_whole(content: bytes, message: s
         with pytest.raises(RegistryError) as info:
             listed(lambda request: httpx.Response(200, content=chunked(content, 3)), bodies)
         assert str(info.value).startswith(message)
+
+
+def test_a_definition_nested_too_deeply_to_walk_is_kept_as_decoded() -> None:
+    deep: Any = "leaf"
+    for _ in range(900):
+        deep = [deep]
+    doc = {"data": [item("meetkai:a", deep=deep)]}
+    data = json.dumps(doc).encode()
+    (a,) = listed(lambda request: httpx.Response(200, content=data), {"meetkai:a": {"id": "x"}})
+    assert a.definition["deep"] == deep

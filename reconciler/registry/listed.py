@@ -283,7 +283,10 @@ class Entries:
         key, definition = item.get("id"), item.get("definition")
         body = self._bodies.get(key) if type(key) is str else None
         if type(definition) is dict:
-            item["definition"] = self._definition(definition, body)
+            try:
+                item["definition"] = self._definition(definition, body)
+            except RecursionError:  # nested too deeply to walk: kept as decoded
+                pass
         if type(body) is dict:
             for field, name in _SAME_AS_BODY:  # the body's strings, not copies of them
                 value = body.get(name)
