@@ -16,6 +16,7 @@ entries are read, never assigned to (see :func:`share_field_sets`).
 from __future__ import annotations
 
 import codecs
+import contextlib
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -283,10 +284,8 @@ class Entries:
         key, definition = item.get("id"), item.get("definition")
         body = self._bodies.get(key) if type(key) is str else None
         if type(definition) is dict:
-            try:
+            with contextlib.suppress(RecursionError):  # too deep to walk: kept as decoded
                 item["definition"] = self._definition(definition, body)
-            except RecursionError:  # nested too deeply to walk: kept as decoded
-                pass
         if type(body) is dict:
             for field, name in _SAME_AS_BODY:  # the body's strings, not copies of them
                 value = body.get(name)
