@@ -80,3 +80,27 @@ def test_a_diff_process_exits_as_before(
     gone = run_cli_process("diff", "--dir", str(tmp_path / "nope"), env=registry.env())
     assert gone.returncode == 1
     assert "no such directory" in gone.stderr
+
+
+def test_a_run_builds_only_the_command_it_names() -> None:
+    from reconciler.cli import COMMANDS, _app
+
+    assert [c.name for c in _app("diff").registered_commands] == ["diff"]
+    assert not _app("diff").registered_groups
+    full = _app()
+    assert [c.name for c in full.registered_commands] == list(COMMANDS)
+    assert [g.name for g in full.registered_groups] == ["registry"]
+
+
+def test_one_command_s_usage_errors_and_help_are_the_full_command_line_s(
+    run_cli_process: Run, run_cli: Run, tmp_path: Path
+) -> None:
+    # The process runs diff alone (cli.main); in-process runs get every command (cli.app).
+    for args in (["diff", "--bogus"], ["diff", "--out"], ["sync", "--concurrency", "0"]):
+        alone, full = run_cli_process(*args, cwd=tmp_path), run_cli(*args, cwd=tmp_path)
+        assert alone.returncode == full.returncode == 1
+        assert alone.stderr.split() == full.stderr.split()
+    alone, full = run_cli_process("diff", "--help"), run_cli("diff", "--help")
+    assert alone.returncode == full.returncode == 0
+    assert "Usage: reconciler diff [OPTIONS]" in alone.stdout
+    assert "--registry-url" in alone.stdout

@@ -27,13 +27,24 @@ from .common import AtExit, Group, console
 from .interrupt import Interrupt, Interrupted
 from .registry import registry_app
 
-app = typer.Typer(
-    name="reconciler",
-    cls=Group,
-    help="Keep the MKA1 gateway's model registry in step with a directory of model files.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-)
+
+def _app(only: str | None = None) -> typer.Typer:
+    """The command line; with ``only``, that command alone (Typer builds the options of every
+    command it holds before running one: a run needs only its own)."""
+    made = typer.Typer(
+        name="reconciler",
+        cls=Group,
+        help="Keep the MKA1 gateway's model registry in step with a directory of model files.",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+    )
+    made.callback()(_root)
+    for name, command in COMMANDS.items():
+        if only in (None, name):
+            made.command(name)(command)
+    if only in (None, "registry"):
+        made.add_typer(registry_app, name="registry")
+    return made
 
 
 def _version(value: bool) -> None:
@@ -44,7 +55,6 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def _root(
     version: Annotated[
         bool,
@@ -54,14 +64,16 @@ def _root(
     """Keep the MKA1 gateway's model registry in step with a directory of model files."""
 
 
-app.command()(validate.validate)
-app.command()(reconcile.diff)
-app.command()(reconcile.sync)
-app.command("export")(export.export)
-app.command()(health.health)
-app.command()(watch.watch)
-app.command()(schema.schema)
-app.add_typer(registry_app, name="registry")
+COMMANDS = {
+    "validate": validate.validate,
+    "diff": reconcile.diff,
+    "sync": reconcile.sync,
+    "export": export.export,
+    "health": health.health,
+    "watch": watch.watch,
+    "schema": schema.schema,
+}
+app = _app()
 
 
 def main() -> None:
@@ -75,9 +87,12 @@ def main() -> None:
     # one-shot command with 130/143, as shells expect; Typer would make Ctrl-C an exit 1.
     interrupt = Interrupt(console(stderr=True))
     AtExit.kept = []
+    # The command named first (no option before it) is all this run needs of the command line.
+    first = sys.argv[1] if len(sys.argv) > 1 else None
+    run = _app(first) if first in COMMANDS else app
     try:
         with interrupt.guard():
-            app(prog_name="reconciler")
+            run(prog_name="reconciler")
     except Interrupted:
         interrupt.err.print(f"interrupted ({interrupt.signal_name})", markup=False)
         sys.exit(interrupt.exit_code)
