@@ -205,12 +205,17 @@ def _combine(loaded: Iterable[_Loaded], files: int) -> DesiredState:
     return DesiredState(models, tuple(errors), tuple(warnings), invalid, files)
 
 
+_NOTHING: frozenset[FieldPath] = frozenset()
+
+
 def _from_cache(path: str, hit: Cached) -> _Loaded:
     declared_id, body, warnings = hit
-    problems = tuple(
-        Problem(path, m, f, line, "warning", col, code) for m, f, line, col, code in warnings
+    problems = (
+        tuple(Problem(path, m, f, line, "warning", col, code) for m, f, line, col, code in warnings)
+        if warnings
+        else ()
     )
-    return _Loaded(path, declared_id, body, (), problems, frozenset())
+    return _Loaded(path, declared_id, body, (), problems, _NOTHING)
 
 
 def _remember(cache: ParseCache, loaded: _Loaded, key: Stat | None) -> None:

@@ -350,13 +350,20 @@ def _parse_entry(entry: Any, key: Stat) -> Cached | None:
         return None
     if body.get("id") != declared_id or not isinstance(warnings, list):
         return None
+    if not warnings:
+        return declared_id, body, ()
     out: list[Warning_] = []
-    for w in warnings:
-        if not (isinstance(w, list) and len(w) == 5 and isinstance(w[0], str)):
+    for w in warnings:  # no generator per warning: 10,000 files not named after their ids
+        if not (isinstance(w, list) and len(w) == 5):
             return None
-        if not all(v is None or isinstance(v, str) for v in (w[1], w[4])):
+        message, field, line, column, code = w
+        if not isinstance(message, str):
             return None
-        if not all(v is None or type(v) is int for v in (w[2], w[3])):
+        if not (field is None or isinstance(field, str)) or not (
+            code is None or isinstance(code, str)
+        ):
             return None
-        out.append((w[0], w[1], w[2], w[3], w[4]))
+        if not (line is None or type(line) is int) or not (column is None or type(column) is int):
+            return None
+        out.append((message, field, line, column, code))
     return declared_id, body, tuple(out)
