@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 from . import defaults
-from .sameness import same
+from .sameness import holds_same, same
 from .secrets import FieldPath as FieldPath
 from .spec import SERVER_MANAGED_KEYS, Entry, describe_loc
 
@@ -254,6 +254,8 @@ def diff_definitions(
 ) -> Iterator[FieldChange]:
     """Field-level differences between what a file declares and a live definition, after
     normalising both sides (server-managed keys, server defaults, 1 == 1.0)."""
+    if holds_same(live, desired, SERVER_MANAGED_KEYS):
+        return  # a diff's no-op: its list decoder gave the definition the file's very values
     paths = [p for group in ignore_paths for p in group]
     live, desired = _unmanaged(live), _unmanaged(desired)
     if same(desired, live):

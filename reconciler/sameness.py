@@ -3,6 +3,9 @@ Python, but a file saying ``true`` where the registry holds ``1`` is a differenc
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Set
+from itertools import repeat
+from operator import is_
 from typing import Any
 
 import orjson
@@ -20,6 +23,16 @@ def same(a: Any, b: Any) -> bool:
         return orjson.dumps(a, option=_SORTED) == orjson.dumps(b, option=_SORTED)
     except TypeError:  # what orjson cannot write (an int beyond 64 bits): the walk decides
         return _walk(a, b)
+
+
+def holds_same(outer: Mapping[str, Any], inner: Mapping[str, Any], extra: Set[str]) -> bool:
+    """Whether ``outer`` holds each field of ``inner`` as the very same object, and besides them
+    only keys in ``extra``: then the two are the same without writing either out."""
+    found = map(outer.get, inner.keys(), repeat(_ABSENT))
+    return all(map(is_, inner.values(), found)) and outer.keys() - inner.keys() <= extra
+
+
+_ABSENT = object()
 
 
 def _walk(a: Any, b: Any) -> bool:

@@ -173,6 +173,20 @@ def test_server_managed_keys_dropped() -> None:
     assert only(make_plan(desired(body()), [live])).action is Action.UNCHANGED
 
 
+def test_a_definition_holding_the_file_s_very_values_is_unchanged_and_nothing_else_is() -> None:
+    # What a diff's list decoder makes of an entry equal to its file (registry._Sharing).
+    want = body()
+    shared = entry(want)
+    assert only(make_plan(desired(want), [shared])).action is Action.UNCHANGED
+    # The same values, and a key besides the server-managed ones: compared as always.
+    more = entry({**want, "rpm": 60})
+    assert fields(make_plan(desired(want), [more])) == [(("rpm",), FieldOp.REMOVE, 60, None)]
+    served = entry({**want, "hidden": False})  # a server default: no difference, as always
+    assert only(make_plan(desired(want), [served])).action is Action.UNCHANGED
+    nan = body(temperature=float("nan"))  # the very same object, whatever == thinks of it
+    assert only(make_plan(desired(nan), [entry(nan)])).action is Action.UNCHANGED
+
+
 def test_server_defaults_are_no_difference() -> None:
     served = body(hidden=False, aliases=[], rerouteRules=[], defaultParams={}, baseUrl=None)
     served["capabilities"] = {
