@@ -1,7 +1,9 @@
-"""How a ``reconciler`` process ends: the fast exit at the real entry point (``cli.main``)."""
+"""How a ``reconciler`` process starts and ends: one command built, the collector paused, the
+fast exit at the real entry point (``cli.main``)."""
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 import textwrap
@@ -65,6 +67,7 @@ def test_in_process_runs_keep_nothing_for_the_exit(
     write_model(tmp_path / "models", "meetkai:kept")
     done = run_cli("diff", "--dir", str(tmp_path / "models"), env=registry.env())
     assert done.returncode == 2, done.stderr
+    assert gc.isenabled()  # paused for the run (cli.reconcile.Collector), restored after it
     assert AtExit.kept is None  # only cli.main asks for it
 
 

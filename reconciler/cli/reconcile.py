@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,14 +97,37 @@ def _reconcile(run: Run) -> int:
     when a signal stopped it)."""
     out, err = console(), console(stderr=True)
     interrupt = Interrupt(err)
-    with interrupt.guard():
+    with interrupt.guard(), Collector() as collector:
         try:
-            return _run(run, interrupt, out, err)
+            return _run(run, interrupt, out, err, collector)
         except Interrupted:
             return interrupt.report_early()
 
 
-def _run(run: Run, interrupt: Interrupt, out: Console, err: Console) -> int:
+class Collector:
+    """The garbage collector paused while a run loads, lists and plans (a million objects
+    and no cycle: 10 collections, 20 ms of a no-op diff of 10,000 files); resumed before the
+    first write, so a long sync collects as usual. In a process of its own (``cli.main``) what
+    was built by then is frozen (it lives as long as the run: collecting it once would walk a
+    million objects), and the collector stays off at the end, which is the process's end."""
+
+    def __enter__(self) -> Collector:
+        self._was = gc.isenabled()
+        gc.disable()
+        return self
+
+    def resume(self) -> None:
+        if self._was and not gc.isenabled():
+            if AtExit.kept is not None:
+                gc.freeze()
+            gc.enable()
+
+    def __exit__(self, *exc: object) -> None:
+        if AtExit.kept is None:  # in-process (tests): the collector as it was
+            self.resume()
+
+
+def _run(run: Run, interrupt: Interrupt, out: Console, err: Console, collector: Collector) -> int:
     import anyio
 
     from .. import diagnostics, engine, planfile, reconcile, report, review
@@ -237,6 +261,7 @@ def _run(run: Run, interrupt: Interrupt, out: Console, err: Console) -> int:
                 report.render_plan(out, plan, load=state)
             if not run.write or run.dry_run or not todo:
                 return plan
+            collector.resume()
             interrupt.writing = True
             with show:
                 outcomes.extend(await pipeline.apply(plan, stop=interrupt.stop))
