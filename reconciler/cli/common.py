@@ -7,6 +7,7 @@ pending changes, 1 anything else (usage errors included, not Click's 2, which wo
 
 from __future__ import annotations
 
+import gc
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -173,6 +174,29 @@ class AtExit:
         """Hold ``objects`` until the process ends (nothing is held when run in-process)."""
         if cls.kept is not None:
             cls.kept.extend(objects)
+
+
+class Collector:
+    """The garbage collector paused while a run loads, lists and plans (a million objects
+    and no cycle: 10 collections, 20 ms of a no-op diff of 10,000 files); resumed before the
+    first write, so a long sync collects as usual. In a process of its own (``cli.main``) what
+    was built by then is frozen (it lives as long as the run: collecting it once would walk a
+    million objects), and the collector stays off at the end, which is the process's end."""
+
+    def __enter__(self) -> Collector:
+        self._was = gc.isenabled()
+        gc.disable()
+        return self
+
+    def resume(self) -> None:
+        if self._was and not gc.isenabled():
+            if AtExit.kept is not None:
+                gc.freeze()
+            gc.enable()
+
+    def __exit__(self, *exc: object) -> None:
+        if AtExit.kept is None:  # in-process (tests): the collector as it was
+            self.resume()
 
 
 def console(stderr: bool = False) -> Console:

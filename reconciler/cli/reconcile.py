@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from .common import (
     EXIT_ERROR,
     EXIT_OK,
     AtExit,
+    Collector,
     ConcurrencyOpt,
     ConfigOpt,
     DirOpt,
@@ -93,8 +93,8 @@ class Run:
 
 
 def _reconcile(run: Run) -> int:
-    """diff (write=False) and sync: load, plan, maybe apply, report; the exit code (130/143
-    when a signal stopped it)."""
+    """diff (write=False) and sync: load, plan, maybe apply, report; the exit code (130/143: a
+    signal stopped it), the collector paused meanwhile (see ``Collector``)."""
     out, err = console(), console(stderr=True)
     interrupt = Interrupt(err)
     with interrupt.guard(), Collector() as collector:
@@ -102,29 +102,6 @@ def _reconcile(run: Run) -> int:
             return _run(run, interrupt, out, err, collector)
         except Interrupted:
             return interrupt.report_early()
-
-
-class Collector:
-    """The garbage collector paused while a run loads, lists and plans (a million objects
-    and no cycle: 10 collections, 20 ms of a no-op diff of 10,000 files); resumed before the
-    first write, so a long sync collects as usual. In a process of its own (``cli.main``) what
-    was built by then is frozen (it lives as long as the run: collecting it once would walk a
-    million objects), and the collector stays off at the end, which is the process's end."""
-
-    def __enter__(self) -> Collector:
-        self._was = gc.isenabled()
-        gc.disable()
-        return self
-
-    def resume(self) -> None:
-        if self._was and not gc.isenabled():
-            if AtExit.kept is not None:
-                gc.freeze()
-            gc.enable()
-
-    def __exit__(self, *exc: object) -> None:
-        if AtExit.kept is None:  # in-process (tests): the collector as it was
-            self.resume()
 
 
 def _run(run: Run, interrupt: Interrupt, out: Console, err: Console, collector: Collector) -> int:
@@ -281,7 +258,6 @@ def _run(run: Run, interrupt: Interrupt, out: Console, err: Console, collector: 
         )
     load = loaded[0]
     AtExit.keep(loading, loaded, saw, plan)  # freed with the process, not object by object
-
     if as_json:
         doc = report.plan_json(plan, load=load, outcomes=outcomes)
         print(json_text(json.dumps(doc, ensure_ascii=False)))
