@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -53,3 +54,21 @@ def sequential_small(root: Path) -> source.DesiredState:
 def test_missing_directory_is_an_error(tmp_path: Path) -> None:
     state = reconcile.load_desired(tmp_path / "nope")
     assert state.models == {} and state.errors and "no such directory" in state.errors[0].message
+
+
+def test_a_worker_s_answer_comes_back_whole(many: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Errors, warnings (model-N files are not named after their ids) and filled placeholders.
+    (many / "model-x.toml").write_text(MODEL.format(id="meetkai:x").replace('"m"', '"${ID}"'))
+    paths = [str(p) for p in source.discover(many)]
+    policy = source.LoadPolicy(allow_env=("ID",))
+    monkeypatch.setenv("ID", "from-env")
+    loaded = reconcile._load_chunk(paths, str(many), policy)
+    assert any(r.errors for r in loaded) and any(r.warnings for r in loaded)
+    assert any(r.sensitive for r in loaded)
+    assert reconcile._unwire(reconcile._load_chunk_wire(paths, str(many), policy)) == loaded
+    # What marshal cannot write (no validated body holds it) travels by pickle.
+    odd = [loaded[0]._replace(body={"id": "meetkai:odd", "price": Decimal("0.5")})]
+    monkeypatch.setattr(reconcile, "_load_chunk", lambda *args: odd)
+    wire = reconcile._load_chunk_wire(paths, str(many), policy)
+    assert wire[:1] == b"p"
+    assert reconcile._unwire(wire) == odd
