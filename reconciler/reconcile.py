@@ -5,6 +5,7 @@ pipeline itself is :mod:`reconciler.engine`; the decisions live in :mod:`reconci
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import marshal
 import multiprocessing as mp
@@ -170,6 +171,12 @@ def _load_chunk_wire(paths: list[str], root: str, policy: source.LoadPolicy) -> 
     straight from the bytes (no text, as JSON needs), the problems rebuilt from tuples (pickle
     spent 60 ms more for 10,000 files with a warning each)."""
     loaded = _load_chunk(paths, root, policy)
+    seen: dict[str, str] = {}
+    with contextlib.suppress(RecursionError):  # nested too deeply: sent as it is
+        for r in loaded:
+            if r.body is not None:
+                _share_strings(r.body, seen)
+    del seen
     rows = [
         (r.path, r.declared_id, r.body, [_fields(p) for p in r.errors],
          [_fields(p) for p in r.warnings], r.sensitive)
@@ -183,6 +190,20 @@ def _load_chunk_wire(paths: list[str], root: str, policy: source.LoadPolicy) -> 
 
 def _fields(p: Problem) -> tuple[Any, ...]:
     return (p.path, p.message, p.field, p.line, p.severity, p.column, p.code)
+
+
+def _share_strings(value: dict[str, Any] | list[Any], seen: dict[str, str]) -> None:
+    """Every short string in ``value`` made the first equal one in ``seen``, in place: marshal
+    writes a string held twice once (and the parent, and the parse cache, read it back once),
+    so thousands of bodies naming the same provider, format or URL hold it once a chunk."""
+    items = value.items() if type(value) is dict else enumerate(value)  # type: ignore[union-attr]
+    for k, v in items:
+        kind = type(v)
+        if kind is str:
+            if len(v) <= 128:
+                value[k] = seen.setdefault(v, v)  # type: ignore[index]
+        elif kind is dict or kind is list:
+            _share_strings(v, seen)
 
 
 def _unwire(wire: bytes) -> list[_Loaded]:

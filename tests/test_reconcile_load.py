@@ -47,6 +47,16 @@ def test_parallel_equals_sequential(many: Path, monkeypatch: pytest.MonkeyPatch)
     assert sequential_small(many) == expected
 
 
+def test_workers_bodies_share_equal_strings(many: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Thousands of bodies naming the same provider hold it once a worker's chunk, not each.
+    monkeypatch.setattr(reconcile, "PARALLEL_FROM", 1)
+    models = reconcile.load_desired(many, workers=2).models.values()
+    providers = {id(m.body["provider"]) for m in models}
+    inputs = {id(m.body["capabilities"]["modalities"]["input"][0]) for m in models}
+    assert len(providers) < len(models) / 3 and len(inputs) < len(models) / 3
+    assert {m.body["provider"] for m in models} == {"openai-compatible"}
+
+
 def sequential_small(root: Path) -> source.DesiredState:
     return reconcile.load_desired(root, workers=1)
 
