@@ -31,6 +31,7 @@ _BLANK = " \t\n\r"
 _AFTER = ",:]}" + _BLANK  # what may follow a whole value
 _SAME_AS_BODY = (("id", "id"), ("model_id", "modelId"), ("provider", "provider"))
 DATA = "data"
+MEMO = 256  # distinct healths (or server-added strings) shared; beyond, each keeps its own
 
 
 class _Data(list):  # type: ignore[type-arg]
@@ -260,6 +261,7 @@ class Entries:
         self._validate = validate
         self._intern = intern  # False: the keys were shared by one decoding call already
         self._keys: dict[str, str] = {}
+        self._values: dict[str, str] = {}
         self._healths: dict[tuple[Any, ...], EntryHealth] = {}
         self._field_sets: dict[frozenset[str], set[str]] = {}
         self.entries: list[Entry] = []
@@ -310,11 +312,16 @@ class Entries:
                 shared = dict(body)
                 if len(definition) > len(body):
                     for k in sorted(definition.keys() - body.keys()):
-                        shared[keys.setdefault(k, k)] = _interned(definition[k], keys)
+                        value = _interned(definition[k], keys)
+                        if type(value) is str and len(self._values) < MEMO:
+                            value = self._values.setdefault(value, value)  # "database"
+                        shared[keys.setdefault(k, k)] = value
                 return shared
         return _interned(definition, keys) if self._intern else definition  # type: ignore[no-any-return]
 
     def _health(self, health: dict[str, Any]) -> EntryHealth | None:
+        if len(self._healths) >= MEMO:  # as many healths as entries (their check times)
+            return None
         # Keyed by type too: true, 1 and 1.0 are equal in Python and not to the registry.
         try:
             key = tuple((k, type(v), v) for k, v in health.items())
@@ -326,15 +333,19 @@ class Entries:
         return shared
 
 
+_NESTED = (dict, list)
+
+
 def _interned(value: Any, keys: dict[str, str]) -> Any:
     """``value`` with every object key one of ``keys`` (one decoding call shares keys within
     itself only: 10,000 definitions decoded one by one would each hold their own)."""
     if type(value) is dict:
-        return {keys.setdefault(k, k): _interned(v, keys) for k, v in value.items()}
-    if type(value) is list:
-        return [_interned(v, keys) for v in value]
-    if type(value) is str and len(value) < 64:
-        return keys.setdefault(value, value)
+        return {
+            keys.setdefault(k, k): _interned(v, keys) if type(v) in _NESTED else v
+            for k, v in value.items()
+        }
+    if type(value) is list and any(type(v) in _NESTED for v in value):
+        return [_interned(v, keys) if type(v) in _NESTED else v for v in value]
     return value
 
 
