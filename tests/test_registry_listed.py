@@ -249,3 +249,15 @@ def test_a_definition_nested_too_deeply_to_walk_is_kept_as_decoded() -> None:
     data = json.dumps(doc).encode()
     (a,) = listed(lambda request: httpx.Response(200, content=data), {"meetkai:a": {"id": "x"}})
     assert a.definition["deep"] == deep
+
+
+def test_beyond_the_memo_each_health_is_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A registry's check times make as many healths as entries: no memo of them all.
+    monkeypatch.setattr("reconciler.registry.listed.MEMO", 2)
+    items = [item(f"meetkai:{i}") for i in range(6)]
+    for i, it in enumerate(items[:4]):
+        it["health"] = {"is_available": True, "last_health_check": float(i), "error": None}
+    data = json.dumps({"data": items}).encode()
+    entries = listed(lambda request: httpx.Response(200, content=data), {})
+    assert [e.health.last_health_check for e in entries] == [0.0, 1.0, 2.0, 3.0, None, None]
+    assert entries[4].health is not entries[5].health  # the memo was full by then
