@@ -6,6 +6,7 @@ parents, list elements counted as ``[[table]]`` headers or as the items of an in
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 
@@ -19,10 +20,9 @@ def locate(text: str, loc: Iterable[str | int]) -> tuple[int | None, int | None]
     for part in loc:
         if isinstance(part, str):
             key = part
-            pattern = re.compile(
-                rf'^\s*(\[+\s*)?([\w.-]+\.)?["\']?{re.escape(part)}["\']?\s*(=|\.|\]|":|:)'
-                rf'|^\s*"{re.escape(part)}"\s*:'
-            )
+            # Built once per field name (a naming warning locates "id" in thousands of files);
+            # a long key, which only a hostile file names, is not kept.
+            pattern = _field_pattern(part) if len(part) <= 64 else _pattern(part)
             for n in range(start, len(lines)):
                 if pattern.search(lines[n]):
                     column = lines[n].find(part)
@@ -33,6 +33,16 @@ def locate(text: str, loc: Iterable[str | int]) -> tuple[int | None, int | None]
             if element is not None:
                 start, found = element[0] - 1, element
     return found if found is not None else (None, None)
+
+
+def _pattern(part: str) -> re.Pattern[str]:
+    return re.compile(
+        rf'^\s*(\[+\s*)?([\w.-]+\.)?["\']?{re.escape(part)}["\']?\s*(=|\.|\]|":|:)'
+        rf'|^\s*"{re.escape(part)}"\s*:'
+    )
+
+
+_field_pattern = functools.lru_cache(maxsize=128)(_pattern)
 
 
 def _element(lines: list[str], start: int, key: str, index: int) -> tuple[int, int] | None:

@@ -421,12 +421,11 @@ def _lint(
     name = os.path.basename(path)
     stem, suffix = os.path.splitext(name)
     expected = (definition.id, definition.id.split(":")[-1])  # the safe stem only if needed
-    if names and stem not in expected and stem != safe_file_stem(definition.id):
+    if names and stem not in expected and stem != (safe := safe_file_stem(definition.id)):
         yield (
             ("id",),
             "id",
-            f"file name {name!r} does not match the id {definition.id!r} "
-            f"(expected {safe_file_stem(definition.id)}{suffix})",
+            f"file name {name!r} does not match the id {definition.id!r} (expected {safe}{suffix})",
             FILE_NAME,
         )
 
