@@ -54,6 +54,8 @@ class ListDecoder:
         self._pos = 0
         self._eof = False
         self._want = 0  # undecoded characters needed before a failed decode is tried again
+        self._waiting: list[str] = []  # text received until that many came, not yet joined
+        self._waited = 0
         self._utf8: codecs.IncrementalDecoder | None = None
         self._raw: list[bytes] | None = None  # not UTF-8: the bytes, decoded at the end
         self._head = b""
@@ -109,12 +111,15 @@ class ListDecoder:
     def _push(self, text: str) -> None:
         if len(self.prefix) < 200:
             self.prefix += text[: 200 - len(self.prefix)]
-        self._text = self._text[self._pos :] + text
-        self._pos = 0
         if self._error is not None:
             raise self._error
-        if len(self._text) < self._want and not self._eof:
-            return
+        self._waiting.append(text)
+        self._waited += len(text)
+        if len(self._text) - self._pos + self._waited < self._want and not self._eof:
+            return  # joined once enough came: a large element is not copied at every chunk
+        self._text = self._text[self._pos :] + "".join(self._waiting)
+        self._pos = 0
+        self._waiting, self._waited = [], 0
         try:
             next(self._parser)
         except StopIteration:
