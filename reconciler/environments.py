@@ -6,9 +6,11 @@ alone: a registry that is down is that environment's error, not the run's.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -211,14 +213,23 @@ async def run_all(
     """List, plan and (with ``options.write``) apply every environment concurrently; the files
     are loaded once (``loading``), while the registries are listed."""
     runs = [EnvRun(e) for e in envs]
-    base: list[DesiredState] = []
-    lock = anyio.Lock()
+    lock = threading.Lock()
+
+    def loaded() -> DesiredState:
+        with lock:  # the first to need it waits for the loader; the rest reuse its answer
+            return loading.result()
+
+    def bodies() -> dict[str, Any]:
+        # What each list decoder shares values with (RegistryClient.share): the files' bodies
+        # before any overlay. An entry an overlay changes shares nothing and is compared as
+        # decoded; every other is held once, not once per environment.
+        try:
+            return {key: model.body for key, model in loaded().models.items()}
+        except Exception:  # the load failed: result() says why
+            return {}
 
     async def desired() -> DesiredState:
-        async with lock:  # the first environment to need it waits for the loader; the rest reuse
-            if not base:
-                base.append(await anyio.to_thread.run_sync(loading.result))
-        return base[0]
+        return await anyio.to_thread.run_sync(loaded)
 
     async def one(run: EnvRun) -> None:
         env = run.env
@@ -239,6 +250,7 @@ async def run_all(
         except RegistryError as exc:
             run.error = exc.message
             return
+        client.share = bodies
         async with client:
             pipeline = Engine(
                 client,
@@ -268,7 +280,7 @@ async def run_all(
     except BaseException:
         loading.cancel()
         raise
-    files = base[0] if base else loading.result()
+    files = loaded()
     for run in runs:  # a registry that failed early: its file problems are still reported
         if run.state is None:
             run.state = desired_for(files, overlays.get(run.env.name))[0]

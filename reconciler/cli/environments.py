@@ -19,7 +19,7 @@ from rich.console import Console
 
 from .. import defaults
 from ..text import json_text
-from .common import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, fail
+from .common import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, AtExit, Collector, fail
 from .interrupt import Interrupt, Interrupted, registry_gone
 
 if TYPE_CHECKING:
@@ -138,10 +138,16 @@ class EnvReconcile:
 
 
 def reconcile(
-    envs: Sequence[Environment], how: EnvReconcile, interrupt: Interrupt, out: Console, err: Console
+    envs: Sequence[Environment],
+    how: EnvReconcile,
+    interrupt: Interrupt,
+    out: Console,
+    err: Console,
+    collector: Collector | None = None,
 ) -> int:
     """diff or sync every environment concurrently; print grouped by environment; the exit
-    code (130/143 when a signal stopped it, through ``interrupt``)."""
+    code (130/143 when a signal stopped it, through ``interrupt``). ``collector``: resumed
+    before the first write (see ``common.Collector``)."""
     import anyio
 
     from .. import engine, environments, reconcile
@@ -152,6 +158,8 @@ def reconcile(
     loading = reconcile.Loading(how.directory, policy=policy, cache=how.cache)
 
     def writing() -> None:
+        if collector is not None:
+            collector.resume()
         interrupt.writing = True
 
     options = environments.RunOptions(
@@ -170,6 +178,7 @@ def reconcile(
         return await environments.run_all(envs, loading, overlays, options)
 
     runs = anyio.run(interrupt.run, go)
+    AtExit.keep(loading, runs)  # freed with the process, not object by object
     if how.as_json:
         print(json_text(json.dumps(plans_json(runs), ensure_ascii=False)))
     elif how.output in ("markdown", "github"):

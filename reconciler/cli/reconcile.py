@@ -156,7 +156,7 @@ def _run(run: Run, interrupt: Interrupt, out: Console, err: Console, collector: 
             output=run.output.value,
             cache=cache,
         )
-        return environments.reconcile(chosen, how, interrupt, out, err)
+        return environments.reconcile(chosen, how, interrupt, out, err, collector)
     try:
         prune_opts = reconcile.prune_options(
             run.prune,
