@@ -175,11 +175,11 @@ def _load_chunk_wire(paths: list[str], root: str, policy: source.LoadPolicy) -> 
     with contextlib.suppress(RecursionError):  # nested too deeply: sent as it is
         for r in loaded:
             if r.body is not None:
-                _share_strings(r.body, seen)
+                share_strings(r.body, seen)
     del seen
     rows = [
-        (r.path, r.declared_id, r.body, [_fields(p) for p in r.errors],
-         [_fields(p) for p in r.warnings], r.sensitive)
+        (r.path, r.declared_id, r.body, [problem_fields(p) for p in r.errors],
+         [problem_fields(p) for p in r.warnings], r.sensitive)
         for r in loaded
     ]  # fmt: skip
     try:
@@ -188,11 +188,11 @@ def _load_chunk_wire(paths: list[str], root: str, policy: source.LoadPolicy) -> 
         return b"p" + pickle.dumps(loaded)
 
 
-def _fields(p: Problem) -> tuple[Any, ...]:
+def problem_fields(p: Problem) -> tuple[Any, ...]:
     return (p.path, p.message, p.field, p.line, p.severity, p.column, p.code)
 
 
-def _share_strings(value: dict[str, Any] | list[Any], seen: dict[str, str]) -> None:
+def share_strings(value: dict[str, Any] | list[Any], seen: dict[str, str]) -> None:
     """Every short string in ``value`` made the first equal one in ``seen``, in place: marshal
     writes a string held twice once (and the parent, and the parse cache, read it back once),
     so thousands of bodies naming the same provider, format or URL hold it once a chunk."""
@@ -203,7 +203,7 @@ def _share_strings(value: dict[str, Any] | list[Any], seen: dict[str, str]) -> N
             if len(v) <= 128:
                 value[k] = seen.setdefault(v, v)  # type: ignore[index]
         elif kind is dict or kind is list:
-            _share_strings(v, seen)
+            share_strings(v, seen)
 
 
 def _unwire(wire: bytes) -> list[_Loaded]:

@@ -27,10 +27,10 @@ error.
 from __future__ import annotations
 
 import builtins
-import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from inspect import iscoroutinefunction as is_async
 from typing import Any, NoReturn
 from urllib.parse import quote
 
@@ -49,7 +49,6 @@ from ..ports import (
     UnreachableError,
 )
 from ..spec import Entry, HealthResult
-from . import pieces
 from .errors import error_message, one_line, transport_cause
 from .listed import Entries, ListDecoder, is_streamed
 from .retry import NO_RETRY, Breaker, Clock, RetryPolicy, Sleep, Spacer
@@ -139,13 +138,9 @@ class RegistryClient:
         self._api_key = api_key or None
         self._timeout = timeout
         self.retry = retry or RetryPolicy()
-        # A large list answer decoded element by element (the GIL released in between), for
-        # a process whose event loop serves more than this client (the daemon).
-        self.decode_in_steps = False
-        # Each model's body by id, once known (a one-shot diff or sync, which waits for its
-        # files before decoding the list): a definition equal to its file's body takes that
-        # body's values rather than holding a second copy of them (see _Sharing).
-        self.share: Callable[[], Mapping[str, Any]] | None = None
+        # Each model's body by id, once known (waiting for the files: the list is decoded after
+        # them): a definition equal to its file's body takes that body's values (see listed).
+        self.share: Callable[[], Mapping[str, Any] | Awaitable[Mapping[str, Any]]] | None = None
         self._sleep: Sleep = sleep or anyio.sleep
         self._clock: Clock = clock or time.monotonic
         self._spacer = Spacer(rps, self._clock, self._sleep)
@@ -202,15 +197,10 @@ class RegistryClient:
 
     def _listing(self, held: builtins.list[httpx.Response]) -> Listing:
         response = held.pop()
-        body: Any = None
-        if self.decode_in_steps and response.content:
-            with contextlib.suppress(ValueError):
-                body = pieces.loads(response.content)
-        if body is None:
-            # json, not orjson: as fast on a list this size, and orjson first builds a document
-            # of its own, twice the answer's size, next to the objects it makes. And its error,
-            # as for every call.
-            body = self._decode(response, "list", lean=True)
+        # json, not orjson: as fast on a list this size, and orjson first builds a document of
+        # its own, twice the answer's size, next to the objects it makes. And its error, as for
+        # every call.
+        body: Any = self._decode(response, "list", lean=True)
         del response
         data = body.get("data") if isinstance(body, Mapping) else body
         if not isinstance(data, builtins.list):
@@ -224,9 +214,12 @@ class RegistryClient:
         return self._listed(body, built)
 
     async def _streamed(self, response: httpx.Response) -> Listing:
-        """The list answer of a one-shot run, decoded as it arrives (see :mod:`.listed`)."""
-        # The files' bodies first: the answer waits in the socket meanwhile, not in memory.
-        bodies = await anyio.to_thread.run_sync(self.share)  # type: ignore[arg-type]
+        """The list answer decoded as it arrives, after the files (see :mod:`.listed`): a
+        chunk at a time, so an event loop serving more (the daemon's) answers in between."""
+        # The files' bodies first: the answer waits in the socket meanwhile, not in memory. A
+        # coroutine function (the daemon's: its files are read on this loop) is awaited.
+        share: Any = self.share
+        bodies = await share() if is_async(share) else await anyio.to_thread.run_sync(share)
         built = Entries(bodies, Entry.model_validate)
         decoder = ListDecoder(built.add, built.begin)
         try:

@@ -1,4 +1,4 @@
-"""The list answer of a one-shot run (``diff``, ``sync``), decoded as it arrives, and its entries
+"""The list answer (``diff``, ``sync``, the daemon), decoded as it arrives, and its entries
 kept lean.
 
 The answer of 10,000 entries is 8 MB of JSON. Read whole, it is held three times over at the
