@@ -377,6 +377,26 @@ async def test_entries_changed_in_the_registry_are_restored(
         await w.until("the deleted entry restored", lambda: rpm_is(w, "team:b", 5))
 
 
+@pytest.mark.anyio
+async def test_a_resync_lists_the_registry_after_the_files_sharing_their_values(
+    registry: RunningRegistry, models: Path
+):
+    write_model(models, "team:a", rpm=5)
+    async with watching(registry, models) as w:
+        await w.until("created", lambda: rpms(w, {"team:a": 5}))
+        runs = w.runs
+        w.daemon.request_full("test")
+        await w.next_run(runs)
+        assert w.daemon.last_run.kind == "full" and w.daemon.live is not None
+        listed, body = (
+            w.daemon.live["team:a"].definition,
+            w.daemon.model_files.models["team:a"].body,
+        )
+        assert listed["rpm"] == 5 and listed["capabilities"] == body["capabilities"]
+        # Decoded once the files were read: the file's values, not a second copy of them.
+        assert listed["capabilities"] is body["capabilities"]
+
+
 # With a long resync interval, the health round is what notices the outage.
 @pytest.mark.anyio
 @pytest.mark.parametrize("resync", [RESYNC, 3600.0])

@@ -108,3 +108,34 @@ async def test_any_sequence_of_edits_equals_a_fresh_load(
             await state.refresh(str(tmp_path / n) for n in touched)
         same_as_a_fresh_load(state, tmp_path)
         assert len(state) == len([n for n in names if os.path.exists(tmp_path / n)])
+
+
+def test_the_workers_records_cross_as_they_were_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEAM_A_KEY", "sk-from-the-environment")
+    text = model_toml("team:a", secret=True).replace('value = "', 'value = "${TEAM_A_KEY}', 1)
+    (tmp_path / "team_a.toml").write_text(text)  # a field filled from a variable
+    (tmp_path / "other.toml").write_text(model_toml("team:b"))  # misnamed: a warning
+    (tmp_path / "bad.toml").write_text(model_toml("team:c").replace("contextWindow", "ctx"))
+    paths = sorted(str(p) for p in tmp_path.iterdir())
+    policy = files_mod.LoadPolicy(lint_file_names=True)
+    read = files_mod.read_files(paths, str(tmp_path), policy)
+    assert any(r.errors for r in read) and any(r.warnings for r in read)
+    assert any(r.sensitive for r in read) and all(r.stamp for r in read)
+    wire = files_mod.read_files_wire(paths, str(tmp_path), policy)
+    assert wire[:1] == b"m" and files_mod.unwire(wire) == read
+
+
+@pytest.mark.anyio
+async def test_the_first_read_in_workers_stamps_every_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(files_mod, "PARALLEL_FROM", 4)
+    for i in range(12):
+        (tmp_path / f"f{i}.toml").write_text(model_toml(f"team:m{i}"))
+    state = ModelFiles(tmp_path, lambda: Events(), workers=2)
+    assert len(await state.rescan() or ()) == 12
+    assert all(r.stamp == files_mod._stamp(p) for p, r in state.records.items())
+    assert await state.rescan() == set()  # nothing changed: nothing read again
+    same_as_a_fresh_load(state, tmp_path)

@@ -566,3 +566,21 @@ def test_list_definitions_equal_to_their_files_share_the_files_values() -> None:
     assert a.definition["source"] == "database"  # the server's own keys stay
     assert b.definition["caps"] is not bodies["meetkai:b"]["caps"]
     assert b.definition["caps"]["reasoning"] == 1 and type(b.definition["caps"]["reasoning"]) is int
+
+
+def test_a_coroutine_share_is_awaited_before_the_list_is_decoded() -> None:
+    listed = entry("meetkai:a")
+    listed["definition"].update(caps={"reasoning": True})
+    body = {"id": "meetkai:a", "caps": {"reasoning": True}}
+    calls: list[str] = []
+
+    async def share() -> dict[str, Any]:  # the daemon's: its files are read on the same loop
+        await asyncio.sleep(0)
+        calls.append("share")
+        return {"meetkai:a": body}
+
+    c = client(lambda request: httpx.Response(200, json={"data": [listed]}))
+    c.share = share
+    (a,) = run(call(c, "list"))
+    assert calls == ["share"]
+    assert a.definition == listed["definition"] and a.definition["caps"] is body["caps"]
