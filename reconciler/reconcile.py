@@ -5,12 +5,9 @@ pipeline itself is :mod:`reconciler.engine`; the decisions live in :mod:`reconci
 
 from __future__ import annotations
 
-import contextlib
 import gc
-import marshal
 import multiprocessing as mp
 import os
-import pickle
 import signal
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -30,6 +27,7 @@ from .registry import RegistryClient
 from .registry.transport import ShardedTransport
 from .source import DesiredState, Problem
 from .source.cache import Cached, ParseCache, Stat, file_stat
+from .source.wire import from_wire, to_wire
 
 
 class SetupError(Exception):
@@ -166,57 +164,12 @@ def _load_chunk(paths: list[str], root: str, policy: source.LoadPolicy) -> list[
 
 
 def _load_chunk_wire(paths: list[str], root: str, policy: source.LoadPolicy) -> bytes:
-    """:func:`_load_chunk` in a worker, its results as plain tuples in one marshal document:
-    written and read in C (a fraction of pickle's time over thousands of nested dicts), read
-    straight from the bytes (no text, as JSON needs), the problems rebuilt from tuples (pickle
-    spent 60 ms more for 10,000 files with a warning each)."""
-    loaded = _load_chunk(paths, root, policy)
-    seen: dict[str, str] = {}
-    with contextlib.suppress(RecursionError):  # nested too deeply: sent as it is
-        for r in loaded:
-            if r.body is not None:
-                share_strings(r.body, seen)
-    del seen
-    rows = [
-        (r.path, r.declared_id, r.body, [problem_fields(p) for p in r.errors],
-         [problem_fields(p) for p in r.warnings], r.sensitive)
-        for r in loaded
-    ]  # fmt: skip
-    try:
-        return b"m" + marshal.dumps(rows)
-    except ValueError:  # what marshal cannot write (nested too deeply): pickled as it is
-        return b"p" + pickle.dumps(loaded)
-
-
-def problem_fields(p: Problem) -> tuple[Any, ...]:
-    return (p.path, p.message, p.field, p.line, p.severity, p.column, p.code)
-
-
-def share_strings(value: dict[str, Any] | list[Any], seen: dict[str, str]) -> None:
-    """Every short string in ``value`` made the first equal one in ``seen``, in place: marshal
-    writes a string held twice once (and the parent, and the parse cache, read it back once),
-    so thousands of bodies naming the same provider, format or URL hold it once a chunk."""
-    items = value.items() if type(value) is dict else enumerate(value)  # type: ignore[union-attr]
-    for k, v in items:
-        kind = type(v)
-        if kind is str:
-            if len(v) <= 128:
-                value[k] = seen.setdefault(v, v)  # type: ignore[index]
-        elif kind is dict or kind is list:
-            share_strings(v, seen)
+    """:func:`_load_chunk` in a worker, its results on the wire (:mod:`.source.wire`)."""
+    return to_wire(_load_chunk(paths, root, policy))
 
 
 def _unwire(wire: bytes) -> list[_Loaded]:
-    # Our own worker's bytes, from a pipe of this process: marshal is no format for untrusted
-    # data, and this is none.
-    if wire[:1] == b"p":
-        loaded: list[_Loaded] = pickle.loads(memoryview(wire)[1:])
-        return loaded
-    return [
-        _Loaded(path, declared, body, tuple(Problem(*e) for e in errors),
-                tuple(Problem(*w) for w in warnings), sensitive)
-        for path, declared, body, errors, warnings, sensitive in marshal.loads(memoryview(wire)[1:])
-    ]  # fmt: skip
+    return from_wire(wire, _Loaded)
 
 
 def _worker_signals() -> None:

@@ -17,10 +17,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
-import marshal
 import multiprocessing as mp
 import os
-import pickle
 import signal
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
@@ -31,7 +29,6 @@ from typing import Any, NamedTuple
 from ..clock import SYSTEM, Clock
 from ..events import Event, Kind, Sink
 from ..plan import Desired
-from ..reconcile import problem_fields, share_strings
 from ..secrets import FieldPath
 from ..source import (
     DEFAULT_POLICY,
@@ -42,6 +39,7 @@ from ..source import (
     discover,
     load_file,
 )
+from ..source.wire import from_wire, to_wire
 from .state import keep_last_good
 
 Stamp = tuple[int, int, int]
@@ -72,38 +70,14 @@ def read_files(paths: list[str], root: str, policy: LoadPolicy) -> list[FileReco
 
 
 def read_files_wire(paths: list[str], root: str, policy: LoadPolicy) -> bytes:
-    """:func:`read_files` in a worker, its records as plain tuples in one marshal document (as
-    the first diff's workers send theirs): written and read in C, a fraction of pickle's time
-    over thousands of nested dicts; equal short strings of the bodies held once."""
-    records = read_files(paths, root, policy)
-    seen: dict[str, str] = {}
-    try:
-        for r in records:
-            if r.body is not None:
-                share_strings(r.body, seen)
-        rows = [
-            (r.path, r.declared_id, r.body, [problem_fields(p) for p in r.errors],
-             [problem_fields(p) for p in r.warnings], r.sensitive, r.stamp)
-            for r in records
-        ]  # fmt: skip
-        return b"m" + marshal.dumps(rows)
-    except (RecursionError, ValueError):  # nested too deeply for either: pickled as it is
-        return b"p" + pickle.dumps(records)
+    """:func:`read_files` in a worker, its records on the wire (:mod:`..source.wire`), as the
+    first diff's workers send theirs."""
+    return to_wire(read_files(paths, root, policy))
 
 
 def unwire(wire: bytes) -> list[FileRecord]:
     """The records :func:`read_files_wire` sent."""
-    # Our own worker's bytes, from a pipe of this process: marshal is no format for untrusted
-    # data, and this is none.
-    if wire[:1] == b"p":
-        records: list[FileRecord] = pickle.loads(memoryview(wire)[1:])
-        return records
-    return [
-        FileRecord(path, declared, body, tuple(Problem(*e) for e in errors),
-                   tuple(Problem(*w) for w in warnings), sensitive, stamp)
-        for path, declared, body, errors, warnings, sensitive, stamp
-        in marshal.loads(memoryview(wire)[1:])
-    ]  # fmt: skip
+    return from_wire(wire, FileRecord)
 
 
 class ModelFiles:
