@@ -223,10 +223,8 @@ async def run_all(
         # What each list decoder shares values with (RegistryClient.share): the files' bodies
         # before any overlay. An entry an overlay changes shares nothing and is compared as
         # decoded; every other is held once, not once per environment.
-        try:
-            return {key: model.body for key, model in loaded().models.items()}
-        except Exception:  # the load failed: result() says why
-            return {}
+        with lock:
+            return loading.bodies()
 
     async def desired() -> DesiredState:
         return await anyio.to_thread.run_sync(loaded)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 from urllib.request import getproxies
 
 import httpx
@@ -27,7 +27,7 @@ from .registry import RegistryClient
 from .registry.transport import ShardedTransport
 from .source import DesiredState, Problem
 from .source.cache import Cached, ParseCache, Stat, file_stat
-from .source.wire import from_wire, to_wire
+from .source.wire import PARALLEL_FROM, Loaded, from_wire, to_wire
 
 
 class SetupError(Exception):
@@ -139,27 +139,14 @@ def load_policy(config: FileConfig) -> source.LoadPolicy:
     )
 
 
-class _Loaded(NamedTuple):
-    """A file's load reduced to plain data, so it crosses a process boundary cheaply (a pickled
-    pydantic Definition costs more to unpickle than the file costs to parse)."""
-
-    path: str
-    declared_id: str | None
-    body: dict[str, Any] | None
-    errors: tuple[Problem, ...]
-    warnings: tuple[Problem, ...]
-    sensitive: frozenset[FieldPath]
-
-
-PARALLEL_FROM = 400  # files to parse; below this a pool costs more than it saves
 CHUNKS_PER_WORKER = 8
 
 
-def _load_chunk(paths: list[str], root: str, policy: source.LoadPolicy) -> list[_Loaded]:
-    out: list[_Loaded] = []
+def _load_chunk(paths: list[str], root: str, policy: source.LoadPolicy) -> list[Loaded]:
+    out: list[Loaded] = []
     for path in paths:
         r = source.load_file(path, root, policy=policy)
-        out.append(_Loaded(r.path, r.declared_id, r.body, r.errors, r.warnings, r.sensitive))
+        out.append(Loaded(r.path, r.declared_id, r.body, r.errors, r.warnings, r.sensitive))
     return out
 
 
@@ -168,8 +155,8 @@ def _load_chunk_wire(paths: list[str], root: str, policy: source.LoadPolicy) -> 
     return to_wire(_load_chunk(paths, root, policy))
 
 
-def _unwire(wire: bytes) -> list[_Loaded]:
-    return from_wire(wire, _Loaded)
+def _unwire(wire: bytes) -> list[Loaded]:
+    return from_wire(wire, Loaded)
 
 
 def _worker_signals() -> None:
@@ -182,7 +169,7 @@ def _worker_signals() -> None:
     gc.disable()
 
 
-def _combine(loaded: Iterable[_Loaded], files: int) -> DesiredState:
+def _combine(loaded: Iterable[Loaded], files: int) -> DesiredState:
     """:func:`source.combine` for plain bodies."""
     valid, errors, warnings, invalid = source.check_ids(list(loaded), lambda r: r.body is not None)
     models = {
@@ -194,17 +181,17 @@ def _combine(loaded: Iterable[_Loaded], files: int) -> DesiredState:
 _NOTHING: frozenset[FieldPath] = frozenset()
 
 
-def _from_cache(path: str, hit: Cached) -> _Loaded:
+def _from_cache(path: str, hit: Cached) -> Loaded:
     declared_id, body, warnings = hit
     problems = (
         tuple(Problem(path, m, f, line, "warning", col, code) for m, f, line, col, code in warnings)
         if warnings
         else ()
     )
-    return _Loaded(path, declared_id, body, (), problems, _NOTHING)
+    return Loaded(path, declared_id, body, (), problems, _NOTHING)
 
 
-def _remember(cache: ParseCache, loaded: _Loaded, key: Stat | None) -> None:
+def _remember(cache: ParseCache, loaded: Loaded, key: Stat | None) -> None:
     warnings = tuple((w.message, w.field, w.line, w.column, w.code) for w in loaded.warnings)
     codes = tuple(w.code for w in loaded.warnings)
     clean = not loaded.errors and not loaded.sensitive
@@ -242,7 +229,7 @@ class Loading:
             self._done = source.load_dir(self._root, policy=policy)
             return
         self._paths = paths
-        self._slots: list[_Loaded | None] = [None] * len(paths)
+        self._slots: list[Loaded | None] = [None] * len(paths)
         self._keys: list[Stat | None] = [None] * len(paths)
         self._todo = list(range(len(paths)))
         if cache is not None:
@@ -293,7 +280,7 @@ class Loading:
         except BaseException as exc:  # handed to result(), in the caller's thread
             self._failure = exc
 
-    def _fill(self, loaded: list[_Loaded]) -> None:
+    def _fill(self, loaded: list[Loaded]) -> None:
         for i, item in zip(self._todo, loaded, strict=True):
             self._slots[i] = item
             if self._cache is not None:
@@ -315,7 +302,7 @@ class Loading:
         if self._done is None:
             assert self._pool is not None
             try:
-                loaded: list[_Loaded] = []
+                loaded: list[Loaded] = []
                 self._futures.reverse()
                 while self._futures:
                     # Each worker's result (its JSON) let go once decoded, before the next one's

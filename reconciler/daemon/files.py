@@ -24,12 +24,10 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Any, NamedTuple
 
 from ..clock import SYSTEM, Clock
 from ..events import Event, Kind, Sink
 from ..plan import Desired
-from ..secrets import FieldPath
 from ..source import (
     DEFAULT_POLICY,
     DesiredState,
@@ -39,23 +37,11 @@ from ..source import (
     discover,
     load_file,
 )
-from ..source.wire import from_wire, to_wire
+from ..source.wire import PARALLEL_FROM, Loaded, Stamp, from_wire, to_wire
 from .state import keep_last_good
 
-Stamp = tuple[int, int, int]
-PARALLEL_FROM = 400  # files read at once; below this worker processes cost more than they save
-
-
-class FileRecord(NamedTuple):
-    """One file as last read: its API body when it is valid alone, else the errors."""
-
-    path: str
-    declared_id: str | None
-    body: dict[str, Any] | None
-    errors: tuple[Problem, ...]
-    warnings: tuple[Problem, ...]
-    sensitive: frozenset[FieldPath]
-    stamp: Stamp | None
+# One file as last read (the stamp taken first: a save during the read is seen next rescan).
+FileRecord = Loaded
 
 
 def read_files(paths: list[str], root: str, policy: LoadPolicy) -> list[FileRecord]:

@@ -4,8 +4,7 @@ pickle's time over thousands of nested dicts), read straight from the bytes (no 
 needs), the problems rebuilt from tuples (pickled, they cost 60 ms more for 10,000 files with a
 warning each), and each chunk's equal short strings held once.
 
-A record is a NamedTuple whose first six fields are a file's load (path, declared id, body,
-errors, warnings, filled fields), any further fields plain data.
+A record is a :class:`Loaded` (a subclass's further fields plain data too).
 """
 
 from __future__ import annotations
@@ -13,14 +12,32 @@ from __future__ import annotations
 import marshal
 import pickle
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
+from ..secrets import FieldPath
 from . import Problem
 
 R = TypeVar("R")
+Stamp = tuple[int, int, int]  # what the daemon compares to see a file changed (daemon.files)
+
+PARALLEL_FROM = 400  # files to read; below this worker processes cost more than they save
 
 
-def to_wire(records: Sequence[tuple[Any, ...]]) -> bytes:
+class Loaded(NamedTuple):
+    """A file's load reduced to plain data, so it crosses a process boundary cheaply (a pickled
+    pydantic Definition costs more to unpickle than the file costs to parse): its API body when
+    it is valid alone, else the errors; ``stamp``: taken before the read, where kept."""
+
+    path: str
+    declared_id: str | None
+    body: dict[str, Any] | None
+    errors: tuple[Problem, ...]
+    warnings: tuple[Problem, ...]
+    sensitive: frozenset[FieldPath]
+    stamp: Stamp | None = None
+
+
+def to_wire(records: Sequence[Loaded]) -> bytes:
     """``records`` as one marshal document; pickled as they are when marshal cannot write
     them (nested too deeply)."""
     seen: dict[str, str] = {}
