@@ -53,6 +53,7 @@ def plan(
     says it paged) fencing prune; with ``select``, only the selected ids are planned (and
     pruned). Pure."""
     complete = not (isinstance(live, Listing) and live.has_more)
+    held = live.held if isinstance(live, Listing) else None
     models, invalid = state.models, state.invalid_ids
     if select is not None and select.patterns:
         models = {i: d for i, d in models.items() if select(i)}
@@ -66,6 +67,7 @@ def plan(
         ignore=ignore,
         load_errors=state.failed_files,
         live_complete=complete,
+        held=held,
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import fnmatch
 import functools
+import operator
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from enum import StrEnum
@@ -79,6 +80,7 @@ class Plan(NamedTuple):
 
 
 _INVALID = "the file failed validation: nothing is written for this id"
+_change_id = operator.itemgetter(0)  # Change.id, in C: 10,000 changes sorted
 
 
 def make_plan(
@@ -90,14 +92,18 @@ def make_plan(
     ignore: Sequence[IgnoreRule] = (),
     load_errors: int = 0,
     live_complete: bool = True,
+    held: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Plan:
     """Compare desired models with live entries: one :class:`Change` per id, sorted by id.
 
     ``load_errors`` counts files that failed to load (some name no id at all): any of them, or
     any id in ``invalid``, skips prune for the whole run; so does ``live_complete=False`` (the
-    registry paged its list: what is missing from it may still exist).
+    registry paged its list: what is missing from it may still exist). ``held``: ids whose live
+    definition is known to hold the desired body (that very object) as the same values, and
+    besides only server-managed keys (the list decoder found so): not compared again.
     """
     invalid = invalid or {}
+    held = held or {}
     live_by_id = {entry.id: entry for entry in live}
     rules = _compile_rules(ignore)
     changes: list[Change] = []
@@ -117,7 +123,10 @@ def make_plan(
                 Change(model_id, Action.CREATE, want.file, fields, why, want.body, want.sensitive)
             )
             continue
-        fields = tuple(diff_definitions(want.body, entry.definition, rules_here))
+        if held.get(model_id) is want.body:
+            fields: tuple[FieldChange, ...] = ()  # nothing differs, whatever is ignored
+        else:
+            fields = tuple(diff_definitions(want.body, entry.definition, rules_here))
         if is_immutable(entry):
             changes.append(
                 Change(
@@ -147,7 +156,7 @@ def make_plan(
                 )
             )
         else:
-            changes.append(Change(model_id, Action.UNCHANGED, want.file, reason="in sync"))
+            changes.append(Change(model_id, Action.UNCHANGED, want.file, (), "in sync"))
 
     skipped: str | None = None
     if prune is not None:
@@ -190,7 +199,7 @@ def make_plan(
                 for model_id in orphans
             )
 
-    changes.sort(key=lambda c: c.id)
+    changes.sort(key=_change_id)
     return Plan(tuple(changes), skipped)
 
 

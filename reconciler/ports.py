@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from .spec import Entry, HealthResult
@@ -55,9 +56,12 @@ class NotAttemptedError(UnreachableError):
 
 class Listing(builtins.list[Entry]):
     """The entries of a list answer; ``has_more`` is true when the registry says it paged, so
-    the list is not the whole registry (prune must not trust it)."""
+    the list is not the whole registry (prune must not trust it). ``held``: the ids whose
+    definition the decoder found to hold a file's body, by that body (see
+    :func:`reconciler.plan.make_plan`)."""
 
     has_more: bool = False
+    held: Mapping[str, Mapping[str, Any]] = MappingProxyType({})
 
 
 class Registry(Protocol):

@@ -87,6 +87,18 @@ def test_unchanged_when_equal() -> None:
     assert change.body is None
 
 
+def test_held_is_trusted_for_that_very_body_only() -> None:
+    # held: what the list decoder found (the live definition holds this body's values). An
+    # equal body that is another object is no such finding: compared as usual.
+    want = body(contextWindow=16384)
+    live = [entry(body())]
+    assert only(make_plan(desired(want), live, held={want["id"]: dict(want)})).action is (
+        Action.UPDATE
+    )
+    trusted = make_plan(desired(want), live, held={want["id"]: want})
+    assert only(trusted).action is Action.UNCHANGED and only(trusted).fields == ()
+
+
 def test_update_reports_old_and_new() -> None:
     plan = make_plan(desired(body(contextWindow=16384)), [entry(body())])
     assert only(plan).action is Action.UPDATE

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from reconciler.plan import Action, Desired, make_plan
 from reconciler.registry import RegistryClient, RegistryError, RetryPolicy
 from reconciler.registry.listed import ListDecoder, is_streamed
 
@@ -174,6 +175,31 @@ def test_streamed_entries_equal_the_entries_decoded_whole(size: int) -> None:
     assert c.health.last_health_check == 1700000000.0 and d.health.error == "down"
     assert d.health.model_extra == {"extra": 1} and e.model_extra == {"region": "eu"}
     assert e.health == whole[4].health and "health" not in e.model_fields_set
+
+
+def test_held_names_only_definitions_that_are_their_bodies_and_the_plan_agrees() -> None:
+    # a and d hold their body (and source/immutable); b's 1 is not true, c's rpm differs; f
+    # holds its body plus a key no file wrote; g is listed twice, the last time changed.
+    doc, bodies = varied()
+    f = item("meetkai:f", rpm=5)
+    f["definition"]["region"] = "eu"
+    g1, g2 = item("meetkai:g", rpm=7), item("meetkai:g", rpm=8)
+    doc["data"] += [f, g1, g2]
+    bodies |= {
+        "meetkai:f": {"id": "meetkai:f", "rpm": 5},
+        "meetkai:g": {"id": "meetkai:g", "rpm": 7},
+    }
+    data = json.dumps(doc).encode()
+    live = listed(lambda request: httpx.Response(200, content=chunked(data, 64)), bodies)
+    assert live.held == {"meetkai:a": bodies["meetkai:a"], "meetkai:d": bodies["meetkai:d"]}
+    whole = listed(lambda request: httpx.Response(200, content=data), None)
+    assert whole.held == {}
+    desired = {k: Desired(v, f"{k}.toml") for k, v in bodies.items()}
+    trusted = make_plan(desired, live, held=live.held)
+    assert trusted == make_plan(desired, whole) == make_plan(desired, live)
+    # f is in sync too (no file can spell "region"): held is the plan's shortcut, not its rule.
+    unchanged = {c.id for c in trusted.changes if c.action is Action.UNCHANGED}
+    assert unchanged == {"meetkai:a", "meetkai:d", "meetkai:f"}
 
 
 def test_the_answer_is_read_once_the_files_are_loaded() -> None:

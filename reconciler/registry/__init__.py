@@ -243,6 +243,7 @@ class RegistryClient:
         if built.failed is not None:
             raise built.failed
         listing = Listing(built.entries)
+        listing.held = built.held
         if isinstance(body, Mapping):
             listing.has_more = any(body.get(k) is True for k in ("has_more", "hasMore"))
         return listing

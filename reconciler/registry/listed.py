@@ -10,7 +10,7 @@ soon as it is complete, so only a chunk and an element are held besides the entr
 of its file's body with the same values takes the body's value objects (only its own top-level
 dict and the keys the server adds are its own), every definition's keys are one set of strings,
 and entries with the same health share one :class:`~reconciler.spec.EntryHealth`. Listed
-entries are read, never assigned to (see :func:`share_field_sets`).
+entries are read, never assigned to (see :func:`_shared_set`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from ..sameness import same
-from ..spec import Entry, EntryHealth
+from ..spec import SERVER_MANAGED_KEYS, Entry, EntryHealth
 
 _WS = re.compile(r"[ \t\n\r]*")
 _DECODER = json.JSONDecoder()
@@ -252,8 +252,9 @@ def is_streamed(data: Any) -> bool:
 
 class Entries:
     """Listed entries built from decoded elements, sharing what is equal (module docstring).
-    ``bodies``: each model's body by id, from the files (or nothing). A first failure is kept
-    in :attr:`failed` (the caller decides what it means once the whole answer was read)."""
+    ``bodies``: each model's body by id, from the files (or nothing). ``validate`` builds an
+    entry (pydantic's validator). A first failure is kept in :attr:`failed` (the caller decides
+    what it means once the whole answer was read)."""
 
     def __init__(
         self,
@@ -268,13 +269,20 @@ class Entries:
         self._values: dict[str, str] = {}
         self._healths: dict[tuple[Any, ...], EntryHealth] = {}
         self._field_sets: dict[frozenset[str], set[str]] = {}
+        self._last: set[str] = set()  # the last entry's set fields (as shared)
+        self._last_health: EntryHealth | None = None
         self.entries: list[Entry] = []
+        # The ids whose definition holds their body's very values and besides only keys the
+        # server manages, by that body: the plan need not compare them again (make_plan).
+        self.held: dict[str, dict[str, Any]] = {}
         self.failed: BaseException | None = None
 
     def begin(self) -> None:
         self.entries = []
+        self.held = {}
 
     def add(self, item: Any) -> None:
+        # Once per listed entry (10,000 in a no-op diff of 10,000 files): kept to a few calls.
         if self.failed is not None:
             return
         try:
@@ -284,31 +292,46 @@ class Entries:
         except Exception as exc:
             self.failed = exc
             return
-        self.entries.append(share_field_sets(entry, self._field_sets))
+        names = entry.__pydantic_fields_set__
+        if names == self._last:  # the common case: the fields of the entry before
+            object.__setattr__(entry, "__pydantic_fields_set__", self._last)
+        else:
+            self._last = _shared_set(entry, self._field_sets)
+        health = entry.health
+        if health is not self._last_health:  # a health of the memo is shared already
+            _shared_set(health, self._field_sets)
+            self._last_health = health
+        self.entries.append(entry)
 
     def _lighten(self, item: dict[str, Any]) -> None:
         key, definition = item.get("id"), item.get("definition")
+        if key in self.held:  # listed twice: the last entry is the one compared
+            del self.held[key]
         body = self._bodies.get(key) if type(key) is str else None
+        if type(body) is not dict:
+            body = None
         if type(definition) is dict:
             # Not contextlib.suppress: a context manager per entry is 10 ms at 10,000 entries.
             try:  # noqa: SIM105
-                item["definition"] = self._definition(definition, body)
+                item["definition"] = self._definition(definition, body, key)
             except RecursionError:  # too deep to walk: kept as decoded
                 pass
-        if type(body) is dict:
+        if body is not None:
             for field, name in _SAME_AS_BODY:  # the body's strings, not copies of them
                 value, mine = body.get(name), item.get(field)
                 if value == mine and type(value) is str and type(mine) is str:
                     item[field] = value
         health = item.get("health")
-        if type(health) is dict:
+        if type(health) is dict and len(self._healths) < MEMO:
             shared = self._health(health)
             if shared is not None:
                 item["health"] = shared
 
-    def _definition(self, definition: dict[str, Any], body: Any) -> dict[str, Any]:
+    def _definition(
+        self, definition: dict[str, Any], body: dict[str, Any] | None, key: Any = None
+    ) -> dict[str, Any]:
         keys = self._keys
-        if type(body) is dict and len(definition) >= len(body):
+        if body is not None and len(definition) >= len(body):
             try:
                 mine = {k: definition[k] for k in body}
             except KeyError:
@@ -317,23 +340,23 @@ class Entries:
                 # The body's keys and values (its key order: no reader of a listed definition
                 # depends on it), then the keys the server added.
                 shared = dict(body)
-                if len(definition) > len(body):
-                    for k, value in definition.items():
-                        if k in body:
-                            continue
-                        if type(value) is str:
-                            if len(self._values) < MEMO:
-                                value = self._values.setdefault(value, value)  # "database"
-                        elif type(value) in _NESTED:
-                            value = _interned(value, keys)
-                        shared[keys.setdefault(k, k)] = value
+                added = definition.keys() - body.keys()
+                for k in added:
+                    value = definition[k]
+                    if type(value) is str:
+                        if len(self._values) < MEMO:
+                            value = self._values.setdefault(value, value)  # "database"
+                    elif type(value) in _NESTED:
+                        value = _interned(value, keys)
+                    shared[keys.setdefault(k, k)] = value
+                if added <= SERVER_MANAGED_KEYS and key == body.get("id"):
+                    self.held[key] = body
                 return shared
         return _interned(definition, keys) if self._intern else definition  # type: ignore[no-any-return]
 
     def _health(self, health: dict[str, Any]) -> EntryHealth | None:
-        if len(self._healths) >= MEMO:  # as many healths as entries (their check times)
-            return None
-        # Keyed by type too: true, 1 and 1.0 are equal in Python and not to the registry.
+        # Keyed by type too: true, 1 and 1.0 are equal in Python and not to the registry. As
+        # many healths as entries (their check times) fill the memo: then none is shared.
         values = tuple(health.values())
         key = (tuple(health), tuple(map(type, values)), values)
         try:
@@ -361,15 +384,13 @@ def _interned(value: Any, keys: dict[str, str]) -> Any:
     return value
 
 
-def share_field_sets(entry: Entry, seen: dict[frozenset[str], set[str]]) -> Entry:
-    """``entry`` sharing the set of its set fields with every listed entry of the same keys.
+def _shared_set(model: Any, seen: dict[frozenset[str], set[str]]) -> set[str]:
+    """``model``'s set of set fields, shared with every listed model of the same fields.
 
     pydantic gives each model a set of its own (over 0.9 kB with its health's: 9 MB at 10,000
     entries). Listed entries are read, never assigned to (which would add to the shared set).
     """
-    for model in (entry, entry.health):
-        names = model.__pydantic_fields_set__
-        object.__setattr__(
-            model, "__pydantic_fields_set__", seen.setdefault(frozenset(names), names)
-        )
-    return entry
+    names = model.__pydantic_fields_set__
+    shared = seen.setdefault(frozenset(names), names)
+    object.__setattr__(model, "__pydantic_fields_set__", shared)
+    return shared
