@@ -256,6 +256,7 @@ async def run_all(
                 concurrency=options.concurrency,
                 update_method=options.update_method,
             )
+            loading.start()  # the files load while the registries answer
             try:
                 run.live = await pipeline.live()
             except RegistryError as exc:

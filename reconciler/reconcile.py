@@ -200,11 +200,12 @@ def _remember(cache: ParseCache, loaded: Loaded, key: Stat | None) -> None:
 
 
 class Loading:
-    """Files being loaded while other work runs (listing the registry): start it, then take
-    :meth:`result`. Same answer as :func:`source.load_dir`.
+    """Files being loaded while other work runs (listing the registry): create it, :meth:`start`
+    it as the registry is asked, then take :meth:`result`. Same answer as
+    :func:`source.load_dir`.
 
-    Many files to parse go to worker processes; otherwise a thread loads them, so the wait for
-    the registry's answer is not idle. With ``cache`` (a folder, see
+    Many files to parse go to worker processes, which start at once; otherwise a thread loads
+    them, so the wait for the registry's answer is not idle. With ``cache`` (a folder, see
     :mod:`reconciler.source.cache`), files unchanged since the last run come from the parse
     cache; once a cache exists for the directory, most files are expected from it and a
     thread does the rest."""
@@ -221,6 +222,7 @@ class Loading:
         self._pool: ProcessPoolExecutor | None = None
         self._futures: list[Future[bytes]] = []
         self._thread: threading.Thread | None = None
+        self._starting = threading.Lock()
         self._failure: BaseException | None = None
         self._done: DesiredState | None = None
         self._cache: ParseCache | None = None
@@ -244,8 +246,9 @@ class Loading:
             or len(paths) < PARALLEL_FROM
             or "fork" not in mp.get_all_start_methods()
         ):
+            # Started by start(): until the registry is asked, the thread would only slow
+            # down (the interpreter's lock) the steps that lead to asking it.
             self._thread = threading.Thread(target=self._inline, name="load", daemon=True)
-            self._thread.start()
             return
         if self._cache is not None:
             self._keys = [file_stat(p) for p in paths]  # before the workers read the files
@@ -292,9 +295,17 @@ class Loading:
         self._done = _combine(slots, len(self._paths))
         self._slots, self._keys, self._todo = [], [], []  # the stats: 2 MB at 10,000 files
 
+    def start(self) -> None:
+        """Start loading in a thread, if a thread loads (once; :meth:`result` starts it too):
+        call it just before the registry is asked for its list."""
+        with self._starting:
+            if self._thread is not None and self._thread.ident is None:
+                self._thread.start()
+
     def result(self) -> DesiredState:
         """Wait for the load; the desired state (files in discovery order, as the loader)."""
         if self._thread is not None:
+            self.start()
             self._thread.join()
             self._thread = None
         if self._failure is not None:  # raised again on each call

@@ -205,6 +205,7 @@ def _run(run: Run, interrupt: Interrupt, out: Console, err: Console, collector: 
                 concurrency=run.concurrency,
                 update_method=run.update_method.value,
             )
+            loading.start()  # the files load while the registry answers
             try:
                 live = await pipeline.live()
             except BaseException:
