@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import fnmatch
 import functools
-import operator
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from enum import StrEnum
@@ -80,7 +79,6 @@ class Plan(NamedTuple):
 
 
 _INVALID = "the file failed validation: nothing is written for this id"
-_change_id = operator.itemgetter(0)  # Change.id, in C: 10,000 changes sorted
 
 
 def make_plan(
@@ -99,9 +97,7 @@ def make_plan(
     ``load_errors`` counts files that failed to load (some name no id at all): any of them, or
     any id in ``invalid``, skips prune for the whole run; so does ``live_complete=False`` (the
     registry paged its list: what is missing from it may still exist). ``held``: ids whose live
-    definition is known to hold the desired body (that very object) as the same values, and
-    besides only server-managed keys (the list decoder found so): not compared again.
-    """
+    definition holds that very body's values and only server-managed keys besides: not diffed."""
     invalid = invalid or {}
     held = held or {}
     live_by_id = {entry.id: entry for entry in live}
@@ -123,9 +119,8 @@ def make_plan(
                 Change(model_id, Action.CREATE, want.file, fields, why, want.body, want.sensitive)
             )
             continue
-        if held.get(model_id) is want.body:
-            fields: tuple[FieldChange, ...] = ()  # nothing differs, whatever is ignored
-        else:
+        fields: tuple[FieldChange, ...] = ()  # a held body: nothing differs, nothing to ignore
+        if held.get(model_id) is not want.body:
             fields = tuple(diff_definitions(want.body, entry.definition, rules_here))
         if is_immutable(entry):
             changes.append(
@@ -199,7 +194,7 @@ def make_plan(
                 for model_id in orphans
             )
 
-    changes.sort(key=_change_id)
+    changes.sort(key=lambda c: c.id)
     return Plan(tuple(changes), skipped)
 
 

@@ -246,8 +246,7 @@ class Loading:
             or len(paths) < PARALLEL_FROM
             or "fork" not in mp.get_all_start_methods()
         ):
-            # Started by start(): until the registry is asked, the thread would only slow
-            # down (the interpreter's lock) the steps that lead to asking it.
+            # Started by start(): sooner, it would only slow the steps to the list call down.
             self._thread = threading.Thread(target=self._inline, name="load", daemon=True)
             return
         if self._cache is not None:

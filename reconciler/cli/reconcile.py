@@ -205,8 +205,8 @@ def _run(run: Run, interrupt: Interrupt, out: Console, err: Console, collector: 
                 concurrency=run.concurrency,
                 update_method=run.update_method.value,
             )
-            loading.start()  # the files load while the registry answers
             try:
+                loading.start()  # the files load while the registry answers
                 live = await pipeline.live()
             except BaseException:
                 loading.cancel()
@@ -252,11 +252,8 @@ def _run(run: Run, interrupt: Interrupt, out: Console, err: Console, collector: 
     except planfile.StalePlan as exc:
         for reason in exc.reasons:
             err.print(f"error: {printable(reason)}", markup=False)
-        fail(
-            err,
-            f"{run.plan_path}: the plan is stale, nothing was written; run diff --out again",
-            as_json=as_json,
-        )
+        stale = f"{run.plan_path}: the plan is stale, nothing was written; run diff --out again"
+        fail(err, stale, as_json=as_json)
     load = loaded[0]
     AtExit.keep(loading, loaded, saw, plan)  # freed with the process, not object by object
     if as_json:

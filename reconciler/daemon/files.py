@@ -15,7 +15,6 @@ share that answer too (a write for a file just re-read follows an edit; otherwis
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import gc
 import multiprocessing as mp
 import os
@@ -253,7 +252,7 @@ class ModelFiles:
         problems = self.problems(file or "")
         if not problems:
             return "the file failed validation"
-        first = dataclasses.replace(problems[0], path=os.path.relpath(problems[0].path, self.root))
+        first = problems[0]._replace(path=os.path.relpath(problems[0].path, self.root))
         more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
         return f"{first}{more}"  # the one problem format: path:line:col: error: field: message
 

@@ -46,7 +46,7 @@ def invalid_files(daemon: Daemon) -> list[dict[str, str]]:
         problems = files.problems(path)
         if problems:
             rel = os.path.relpath(path, daemon.root)
-            first[rel] = str(dataclasses.replace(problems[0], path=rel))
+            first[rel] = str(problems[0]._replace(path=rel))
     for p in daemon.overlay.errors:  # an environment's overlay files, named as configured
         first.setdefault(p.path, str(p))
     return [{"file": f, "error": e} for f, e in sorted(first.items())]

@@ -21,7 +21,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, NamedTuple, Protocol, TypeVar
 
 from pydantic import ValidationError
 
@@ -63,9 +63,10 @@ _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlevel = 60, 60, 2
 _TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
 
 
-@dataclass(frozen=True, slots=True)  # slots: 10,000 naming warnings are 3 MB less
-class Problem:
-    """One error or warning about one file, located as precisely as the file allows."""
+class Problem(NamedTuple):
+    """One error or warning about one file, located as precisely as the file allows. A tuple:
+    10,000 naming warnings are built (and rebuilt from the parse cache) in a fifth of a frozen
+    dataclass's time, and held in as little memory as with slots."""
 
     path: str
     message: str
