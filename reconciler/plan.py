@@ -208,7 +208,7 @@ def summary(plan: Plan) -> dict[str, int]:
     """How many changes of each action, every action named (zeros included)."""
     counts = dict.fromkeys(SUMMARY_KEYS, 0)
     for change in plan.changes:
-        counts[change.action.value] += 1
+        counts[change.action] += 1  # an Action is its value (a StrEnum): the same key
     return counts
 
 

@@ -1,8 +1,8 @@
 """Loaded files crossing back from a worker process, as the first diff's and the daemon's
 workers send them: one marshal document of plain tuples. Written and read in C (a fraction of
 pickle's time over thousands of nested dicts), read straight from the bytes (no text, as JSON
-needs), the problems rebuilt from tuples (pickled, they cost 60 ms more for 10,000 files with a
-warning each), and each chunk's equal short strings held once.
+needs), the problems sent as the plain tuples they are (pickled, they cost 60 ms more for
+10,000 files with a warning each), and each chunk's equal short strings held once.
 
 A record is a :class:`Loaded` (a subclass's further fields plain data too).
 """
@@ -45,10 +45,7 @@ def to_wire(records: Sequence[Loaded]) -> bytes:
         for r in records:
             if r[2] is not None:
                 share_strings(r[2], seen)
-        rows = [
-            (*r[:3], [_fields(p) for p in r[3]], [_fields(p) for p in r[4]], *r[5:])
-            for r in records
-        ]
+        rows = [(*r[:3], list(map(tuple, r[3])), list(map(tuple, r[4])), *r[5:]) for r in records]
         return b"m" + marshal.dumps(rows)
     except (RecursionError, ValueError):
         return b"p" + pickle.dumps(list(records))
@@ -61,14 +58,16 @@ def from_wire(wire: bytes, record: Callable[..., R]) -> list[R]:
     if wire[:1] == b"p":
         records: list[R] = pickle.loads(memoryview(wire)[1:])
         return records
+    make = Problem._make
     return [
-        record(*r[:3], tuple(Problem(*e) for e in r[3]), tuple(Problem(*w) for w in r[4]), *r[5:])
+        record(
+            *r[:3],
+            tuple(map(make, r[3])) if r[3] else (),
+            tuple(map(make, r[4])) if r[4] else (),
+            *r[5:],
+        )
         for r in marshal.loads(memoryview(wire)[1:])
     ]
-
-
-def _fields(p: Problem) -> tuple[Any, ...]:
-    return (p.path, p.message, p.field, p.line, p.severity, p.column, p.code)
 
 
 def share_strings(value: dict[str, Any] | list[Any], seen: dict[str, str]) -> None:
