@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from .apply import Outcome
@@ -220,6 +219,8 @@ def render_validation(console: Console, load: DesiredState) -> None:
     """What ``validate`` prints on stdout (the problems go to stderr): a table of valid models
     and a status line."""
     if load.models:
+        from rich.table import Table  # only for the tables shown: a no-op diff prints none
+
         table = Table(title=f"{len(load.models)} valid model(s)", title_justify="left")
         for column in ("id", "provider", "modelId", "apiFormat", "auth", "file"):
             table.add_column(column)
@@ -392,6 +393,8 @@ def health_json(rows: Sequence[HealthRow]) -> dict[str, Any]:
 
 def render_health(console: Console, rows: Sequence[HealthRow]) -> None:
     """A table (id, available, last check, error), then one summary line."""
+    from rich.table import Table
+
     table = Table(title_justify="left")
     # The error folds; the id and time stay whole so a row still reads on a narrow terminal.
     table.add_column("id", no_wrap=True)

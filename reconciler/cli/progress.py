@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
-from rich.progress import Progress as RichProgress
+
+if TYPE_CHECKING:
+    from rich.progress import Progress as RichProgress
 
 from ..events import Event, Kind
 from ..plan import PENDING
@@ -37,6 +39,10 @@ class Progress:
 
     def __enter__(self) -> Progress:
         if not self.quiet and self.console.is_terminal and self.total >= BAR_FROM:
+            # Imported here: a run that shows no bar (a no-op diff, a pipe) needs none of it.
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+            from rich.progress import Progress as RichProgress
+
             self.bar = RichProgress(
                 TextColumn("syncing"),
                 BarColumn(),
