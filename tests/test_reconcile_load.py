@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from decimal import Decimal
 from pathlib import Path
 
@@ -82,3 +83,15 @@ def test_a_worker_s_answer_comes_back_whole(many: Path, monkeypatch: pytest.Monk
     wire = reconcile._load_chunk_wire(paths, str(many), policy)
     assert wire[:1] == b"p"
     assert reconcile._unwire(wire) == odd
+
+
+def test_a_loading_thread_waits_for_start_or_result(many: Path) -> None:
+    # Created before the event loop and the client, it starts as the registry is asked: sooner,
+    # it would only slow the steps that lead there (the interpreter's lock).
+    loading = reconcile.Loading(many, workers=1)
+    assert "load" not in {t.name for t in threading.enumerate()}  # not started
+    loading.start()
+    loading.start()  # once
+    assert loading.result() == source.load_dir(many)
+    lazy = reconcile.Loading(many, workers=1)
+    assert lazy.result() == source.load_dir(many)  # result() alone starts it
