@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 from urllib.request import getproxies
@@ -26,7 +27,8 @@ from .plan import Desired, FieldPath, PruneOptions
 from .registry import RegistryClient
 from .registry.transport import ShardedTransport
 from .source import DesiredState, Problem
-from .source.cache import Cached, ParseCache, Stat, file_stat
+from .source.cache import Cached, ParseCache, Stat, Table
+from .source.files import discover_keys
 from .source.wire import PARALLEL_FROM, Loaded, from_wire, to_wire
 
 
@@ -191,6 +193,30 @@ def _from_cache(path: str, hit: Cached) -> Loaded:
     return Loaded(path, declared_id, body, (), problems, _NOTHING)
 
 
+def _whole_state(table: Table) -> DesiredState | None:
+    """The desired state of files all as the last run found them (see
+    :meth:`ParseCache.whole`), built column by column; None when ids repeat (the per-file path
+    names the files that share one)."""
+    ids, paths, n = table.ids, table.paths, len(table.ids)
+    if len(set(ids)) != n:
+        return None
+    models = dict(zip(ids, map(Desired, table.bodies, paths, repeat(_NOTHING, n)), strict=True))
+    where = map(paths.__getitem__, table.warned)
+    warnings = tuple(
+        map(
+            Problem,
+            where,
+            table.messages,
+            table.fields,
+            table.lines,
+            repeat("warning"),
+            table.columns,
+            table.codes,
+        )
+    )
+    return DesiredState(models, (), warnings, {}, n)
+
+
 def _remember(cache: ParseCache, loaded: Loaded, key: Stat | None) -> None:
     warnings = tuple((w.message, w.field, w.line, w.column, w.code) for w in loaded.warnings)
     codes = tuple(w.code for w in loaded.warnings)
@@ -226,31 +252,30 @@ class Loading:
         self._failure: BaseException | None = None
         self._done: DesiredState | None = None
         self._cache: ParseCache | None = None
-        paths = [str(p) for p in source.discover(self._root)] if self._root.is_dir() else []
-        if not paths:  # no directory, or no model file in it: the loader's one error
-            self._done = source.load_dir(self._root, policy=policy)
-            return
-        self._paths = paths
-        self._slots: list[Loaded | None] = [None] * len(paths)
-        self._keys: list[Stat | None] = [None] * len(paths)
-        self._todo = list(range(len(paths)))
+        self._paths: list[str] = []
+        self._keys: list[Stat | None] = []
+        self._slots: list[Loaded | None] = []
+        self._todo: list[int] = []
         if cache is not None:
+            # Made first: its clock is read before any file is stat-ed (the racy-file rule).
             self._cache = (
                 cache if isinstance(cache, ParseCache) else ParseCache(root, policy, cache)
             )
+            if self._cache.exists():
+                # Most files are expected from the cache: found, stat-ed and taken in a thread.
+                self._later()
+                return
+        if not self._discover():
+            return
         workers = workers if workers is not None else min(os.cpu_count() or 1, 8)
-        warm = self._cache is not None and self._cache.exists()
         if (
-            warm
-            or workers < 2
-            or len(paths) < PARALLEL_FROM
+            workers < 2
+            or len(self._paths) < PARALLEL_FROM
             or "fork" not in mp.get_all_start_methods()
         ):
-            # Started by start(): sooner, it would only slow the steps to the list call down.
-            self._thread = threading.Thread(target=self._inline, name="load", daemon=True)
+            self._later()
             return
-        if self._cache is not None:
-            self._keys = [file_stat(p) for p in paths]  # before the workers read the files
+        paths = self._paths  # with their keys (when caching) taken before the workers read them
         # fork: workers start with everything imported; they are created here, before any
         # event loop or thread exists, which is when forking is safe.
         self._pool = ProcessPoolExecutor(
@@ -264,14 +289,44 @@ class Loading:
             for i in range(0, len(paths), size)
         ]
 
+    def _later(self) -> None:
+        # Started by start(): sooner, it would only slow the steps to the list call down.
+        self._thread = threading.Thread(target=self._inline, name="load", daemon=True)
+
+    def _discover(self) -> bool:
+        """Find the files, each with its key when caching; False when there is none (then the
+        loader's one error is the result)."""
+        paths: list[str] = []
+        keys: list[Stat | None] = []
+        if self._root.is_dir():
+            if self._cache is not None:
+                paths, keys = discover_keys(self._root)
+            else:
+                paths = list(source.discover(self._root))
+        if not paths:  # no directory, or no model file in it
+            self._done = source.load_dir(self._root, policy=self._policy)
+            return False
+        self._paths, self._keys = paths, keys or [None] * len(paths)
+        self._slots = [None] * len(paths)
+        self._todo = list(range(len(paths)))
+        return True
+
     def _inline(self) -> None:
         try:
-            if self._cache is not None:
-                self._cache.load()
+            if not self._paths and not self._discover():
+                return
+            cache = self._cache
+            if cache is not None:
+                table = cache.whole(self._paths, self._keys)
+                done = _whole_state(table) if table is not None else None
+                if done is not None:  # every file as the last run found it
+                    self._done = done
+                    self._cache = None
+                    self._paths, self._keys, self._slots, self._todo = [], [], [], []
+                    return
                 todo = []
                 for i, path in enumerate(self._paths):
-                    key = self._keys[i] = file_stat(path)
-                    hit = self._cache.get(path, key)
+                    hit = cache.get(path, self._keys[i])
                     if hit is None:
                         todo.append(i)
                     else:
@@ -288,11 +343,12 @@ class Loading:
             if self._cache is not None:
                 _remember(self._cache, item, self._keys[i])
         if self._cache is not None:
-            self._cache.save()
+            self._cache.save(self._paths)
             self._cache = None  # its entries, as read and as written: garbage from here on
         slots = [s for s in self._slots if s is not None]
         self._done = _combine(slots, len(self._paths))
-        self._slots, self._keys, self._todo = [], [], []  # the stats: 2 MB at 10,000 files
+        # The stats: 2 MB at 10,000 files.
+        self._paths, self._slots, self._keys, self._todo = [], [], [], []
 
     def start(self) -> None:
         """Start loading in a thread, if a thread loads (once; :meth:`result` starts it too):

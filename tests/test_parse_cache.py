@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from reconciler import reconcile, source
 from reconciler.cli import app
 from reconciler.source import cache
-from reconciler.source.cache import KEEP_FILES, RACY_NS, STALE_NS, ParseCache, _batches, cache_dir
+from reconciler.source.cache import KEEP_FILES, RACY_NS, STALE_NS, ParseCache, _chunks, cache_dir
 
 MODEL = """id = "{id}"
 provider = "openai-compatible"
@@ -90,17 +90,74 @@ def test_a_repeated_load_parses_nothing_and_gives_the_same_answer(
 def test_a_cache_of_several_batches_reads_back_whole(
     models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Written in batches, one after the other (never the whole in memory at once).
+    # The bodies written in batches, one after the other (never the whole in memory at once).
     monkeypatch.setattr(cache, "BATCH", 4)
     folder = tmp_path / "cache"
     expected = load(models, folder)
     (written,) = folder.iterdir()
-    payload = memoryview(written.read_bytes().split(b"\n", 1)[1])
-    first = int.from_bytes(payload[:8], "little")
-    assert len(marshal.loads(payload[8 : 8 + first])) == 4  # of the six files
+    index, *bodies = _chunks(memoryview(written.read_bytes().split(b"\n", 1)[1]))
+    assert [len(b) for b in bodies] == [4, 2]  # the six files
+    assert len(index[0]) == 6
     parses = Parses(monkeypatch)
     assert load(models, folder) == expected
     assert parses.paths == []
+
+
+def test_files_as_the_last_run_found_them_are_taken_whole(
+    models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every file cached and unchanged, none added or gone: no per-file lookup at all.
+    folder = tmp_path / "cache"
+    expected = load(models, folder)
+    looked_up: list[str] = []
+    real = ParseCache.get
+
+    def get(self: ParseCache, path: str, key: object) -> object:
+        looked_up.append(path)
+        return real(self, path, key)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ParseCache, "get", get)
+    assert load(models, folder) == expected
+    assert looked_up == []
+    (models / "meetkai_m-0.toml").unlink()  # one gone: the others one by one, none parsed
+    expected = source.load_dir(models)
+    parses = Parses(monkeypatch)
+    assert load(models, folder) == expected
+    assert len(looked_up) == 5 and parses.paths == []
+
+
+@pytest.mark.parametrize("change", ["added", "gone", "renamed", "duplicate"])
+def test_a_directory_that_changed_gives_the_loaders_answer(
+    models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    folder = tmp_path / "cache"
+    load(models, folder)
+    if change == "added":
+        write(models, "meetkai_m-9.toml", "meetkai:m-9")
+    elif change == "gone":
+        (models / "meetkai_m-2.toml").unlink()
+    elif change == "renamed":  # the same inode, another path: a new entry, in its new place
+        (models / "meetkai_m-3.toml").rename(models / "a-first.toml")
+    else:  # a second file with an id that is cached already: both fail, naming each other
+        write(models, "meetkai_m-1-copy.toml", "meetkai:m-1")
+    expected = source.load_dir(models)
+    parses = Parses(monkeypatch)
+    state = load(models, folder)
+    assert state == expected
+    assert len(parses.paths) == (0 if change == "gone" else 1)  # a rename changes the ctime
+    again = Parses(monkeypatch)
+    assert load(models, folder) == state  # and the cache written in the new order serves again
+    assert again.paths == []
+
+
+def test_ids_shared_by_cached_files_fail_both(models: Path, tmp_path: Path) -> None:
+    # Each file valid alone, so each is cached; taken whole, their shared id must still fail.
+    write(models, "meetkai_m-1-copy.toml", "meetkai:m-1")
+    folder = tmp_path / "cache"
+    expected = source.load_dir(models)
+    assert [e.field for e in expected.errors] == ["id", "id"]
+    assert load(models, folder) == expected
+    assert load(models, folder) == expected
 
 
 def test_a_changed_file_is_parsed_again(
@@ -204,22 +261,74 @@ def test_a_corrupt_cache_file_costs_a_parse_and_nothing_else(
     assert load(models, folder) == expected
 
 
-def test_a_well_formed_but_wrong_entry_is_ignored(models: Path, tmp_path: Path) -> None:
-    # A valid checksum over an entry whose body names another id than its file: refused.
+def _evil_body(index: tuple, bodies: list) -> None:
+    bodies[0] = {**bodies[0], "id": "meetkai:evil", "contextWindow": 1}
+
+
+def _line_not_int(index: tuple, bodies: list) -> None:
+    index[6][0] = "not a line"
+
+
+def _short_key(index: tuple, bodies: list) -> None:
+    index[1][2] = index[1][2][:4]
+
+
+def _bool_in_key(index: tuple, bodies: list) -> None:
+    index[1][2] = (*index[1][2][:4], True)
+
+
+def _warning_of_no_file(index: tuple, bodies: list) -> None:
+    index[3][0] = len(bodies)
+
+
+def _warnings_out_of_order(index: tuple, bodies: list) -> None:
+    for column in index[3:]:
+        column.append(column[0])
+    index[3][-1] = 0
+    index[3][0] = 5
+
+
+def _a_body_missing(index: tuple, bodies: list) -> None:
+    bodies.pop()
+
+
+def _a_list_for_a_body(index: tuple, bodies: list) -> None:
+    bodies[1] = [bodies[1]]
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        _evil_body,
+        _line_not_int,
+        _short_key,
+        _bool_in_key,
+        _warning_of_no_file,
+        _warnings_out_of_order,
+        _a_body_missing,
+        _a_list_for_a_body,
+    ],
+)
+def test_a_well_formed_but_wrong_entry_is_ignored(
+    models: Path, tmp_path: Path, edit: object
+) -> None:
+    # A valid checksum over columns of the wrong shape (or a body naming another id than its
+    # file): the whole file is refused, every file parsed again.
     import hashlib
 
     folder = tmp_path / "cache"
     expected = load(models, folder)
     (written,) = folder.iterdir()
     head, payload = written.read_bytes().split(b"\n", 1)
-    files = _batches(memoryview(payload))
-    assert files is not None
-    entry = files[str(models / "meetkai_m-0.toml")]
-    entry[6] = {**entry[6], "id": "meetkai:evil", "contextWindow": 1}
-    files[str(models / "meetkai_m-1.toml")][7] = [["x", None, "not a line", None, None]]
-    payload = _batch(files)
+    index, bodies = _chunks(memoryview(payload))
+    assert index[3] == [5]  # other-name.toml's naming warning
+    edit(index, bodies)  # type: ignore[operator]
+    payload = _batch(index) + _batch(bodies)
     digest = hashlib.blake2b(payload, digest_size=16).hexdigest().encode()
     written.write_bytes(head.rsplit(b" ", 1)[0] + b" " + digest + b"\n" + payload)
+    cached = ParseCache(models, source.DEFAULT_POLICY, folder)
+    cached.load()
+    assert cached._old is None
     assert load(models, folder) == expected
 
 

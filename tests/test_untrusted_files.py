@@ -161,6 +161,32 @@ def test_directory_links_are_followed_once_per_real_directory(tmp_path: Path) ->
     assert str(root / "s1" / "three.toml") in found  # the first link, in name order
 
 
+def test_discover_keys_stats_what_each_path_names(tmp_path: Path) -> None:
+    # The parse cache's keys, taken while walking: as a stat of the path would give them (links
+    # followed), None for what is no regular file.
+    from reconciler.source.cache import file_stat
+    from reconciler.source.files import discover_keys
+
+    root = tmp_path / "m"
+    write(root, "a/one.toml", good("one"))
+    write(root, "two.json", "{}")
+    write(tmp_path, "outside.toml", good("three"))
+    os.symlink(tmp_path / "outside.toml", root / "link.toml")
+    os.symlink(tmp_path / "nowhere.toml", root / "broken.toml")
+    (root / "dir.toml").mkdir()
+    os.mkfifo(root / "fifo.toml")
+    os.symlink(".", root / "self")
+
+    paths, keys = discover_keys(root)
+
+    assert paths == list(discover(root))
+    assert keys == [file_stat(p) for p in paths]
+    named = dict(zip((os.path.basename(p) for p in paths), keys, strict=True))
+    assert named["link.toml"] == file_stat(str(tmp_path / "outside.toml")) is not None
+    assert named["broken.toml"] is named["dir.toml"] is named["fifo.toml"] is None
+    assert named["one.toml"] is not None
+
+
 def test_git_sync_and_configmap_layouts_still_load(tmp_path: Path) -> None:
     # git-sync: the root is a symlink to the current checkout.
     write(tmp_path, "rev1/a.toml", good("a"))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .. import defaults
@@ -40,6 +40,16 @@ class ModelFileFilter:
         return self.accepts(path) and not any(p.startswith(".") for p in parts[:-1][-8:])
 
 
+Stat = tuple[int, int, int, int, int]  # device, inode, size, mtime_ns, ctime_ns
+
+
+def file_key(st: os.stat_result) -> Stat | None:
+    """The identity and stat of a regular file, as the parse cache keys it; None for others."""
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 def discover(
     root: str | os.PathLike[str], file_filter: ModelFileFilter | None = None
 ) -> Iterator[str]:
@@ -50,14 +60,33 @@ def discover(
     directory named like a model file, or one that cannot be listed, is yielded too, so the loader
     reports it instead of silently missing its models.
     """
-    accepts = (file_filter or ModelFileFilter()).accepts
-    top = os.fspath(root)
+    return _walk(os.fspath(root), (file_filter or ModelFileFilter()).accepts, None)
+
+
+def discover_keys(
+    root: str | os.PathLike[str], file_filter: ModelFileFilter | None = None
+) -> tuple[list[str], list[Stat | None]]:
+    """:func:`discover`'s paths, each with the :func:`file_key` of what it names (links
+    followed), stat-ed as found: by name in its directory, a shorter lookup than the path."""
+    keys: list[Stat | None] = []
+    paths = list(_walk(os.fspath(root), (file_filter or ModelFileFilter()).accepts, keys))
+    return paths, keys
+
+
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def _walk(
+    top: str, accepts: Callable[[str], bool], keys: list[Stat | None] | None
+) -> Iterator[str]:
+    """:func:`discover`; with ``keys``, each yielded path's key appended to it first."""
     try:
         st = os.stat(top)
     except OSError:
         return
     seen = {(st.st_dev, st.st_ino)}
     stack = [top]
+    by_fd = keys is not None and os.stat in os.supports_dir_fd
     while stack:
         current = stack.pop()
         try:
@@ -65,33 +94,60 @@ def discover(
                 entries = sorted(it, key=lambda e: e.name)
         except OSError:
             if current == top or not accepts(current):  # else yielded already, as a file
+                if keys is not None:
+                    keys.append(None)
                 yield current
             continue
-        subdirs: list[str] = []
-        for entry in entries:
-            name = entry.name
-            try:
-                is_dir = entry.is_dir()  # follows a symlink
-            except OSError:
-                is_dir = False
-            if not is_dir:
+        fd = _open_dir(current) if by_fd else None
+        try:
+            subdirs: list[str] = []
+            for entry in entries:
+                name = entry.name
+                try:
+                    is_dir = entry.is_dir()  # follows a symlink
+                except OSError:
+                    is_dir = False
+                if not is_dir:
+                    if accepts(name):
+                        if keys is not None:
+                            keys.append(_key(name, fd) if fd is not None else _key(entry.path))
+                        yield entry.path
+                    continue
+                if name.startswith("."):
+                    continue
                 if accepts(name):
+                    if keys is not None:
+                        keys.append(None)
                     yield entry.path
-                continue
-            if name.startswith("."):
-                continue
-            if accepts(name):
-                yield entry.path
-            try:
-                dst = entry.stat()
-            except OSError:
-                yield entry.path
-                continue
-            key = (dst.st_dev, dst.st_ino)
-            if key not in seen:
-                seen.add(key)
-                subdirs.append(entry.path)
+                try:
+                    dst = entry.stat()
+                except OSError:
+                    if keys is not None:
+                        keys.append(None)
+                    yield entry.path
+                    continue
+                key = (dst.st_dev, dst.st_ino)
+                if key not in seen:
+                    seen.add(key)
+                    subdirs.append(entry.path)
+        finally:
+            if fd is not None:
+                os.close(fd)
         stack.extend(reversed(subdirs))
+
+
+def _open_dir(path: str) -> int | None:
+    try:
+        return os.open(path, _DIR_FLAGS)
+    except OSError:
+        return None
+
+
+def _key(path: str, dir_fd: int | None = None) -> Stat | None:
+    try:
+        return file_key(os.stat(path, dir_fd=dir_fd))
+    except (OSError, ValueError):
+        return None
 
 
 class Unreadable(Exception):
