@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from reconciler import reconcile, source
+from reconciler.source.wire import share_values
 
 MODEL = """id = "{id}"
 provider = "openai-compatible"
@@ -56,6 +57,37 @@ def test_workers_bodies_share_equal_strings(many: Path, monkeypatch: pytest.Monk
     inputs = {id(m.body["capabilities"]["modalities"]["input"][0]) for m in models}
     assert len(providers) < len(models) / 3 and len(inputs) < len(models) / 3
     assert {m.body["provider"] for m in models} == {"openai-compatible"}
+
+
+def test_workers_bodies_share_equal_tables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Equal tables (auth, capabilities, defaultParams) are held once a chunk, not once a file.
+    monkeypatch.setattr(reconcile, "PARALLEL_FROM", 1)
+    monkeypatch.setattr(reconcile, "CHUNKS_PER_WORKER", 1)  # two chunks of three files
+    root = tmp_path / "m"
+    root.mkdir()
+    for i, value in enumerate(["0.5", "0.5", "0.7", "0.5", "0.5", "0.5"]):
+        text = MODEL.format(id=f"meetkai:m-{i}") + f"\n[defaultParams]\ntemperature = {value}\n"
+        (root / f"meetkai_m-{i}.toml").write_text(text)
+    state = reconcile.load_desired(root, workers=2)
+    assert state == source.load_dir(root)
+    bodies = [state.models[f"meetkai:m-{i}"].body for i in range(6)]
+    assert len({id(b["capabilities"]) for b in bodies}) == 2
+    params = [b["defaultParams"] for b in bodies]
+    assert params[0] is params[1] and params[3] is params[4] is params[5]
+    assert params[2] is not params[0] and params[2]["temperature"] == 0.7
+
+
+def test_only_values_of_the_same_types_are_shared() -> None:
+    # 1, 1.0 and True are equal in Python, and none may stand for another.
+    bodies = [{"p": {"t": v}, "l": [v], "s": "x"} for v in (1, 1.0, True, 1, -0.0, 0.0)]
+    seen: dict[bytes, object] = {}
+    for body in bodies:
+        share_values(body, seen)
+    assert bodies[0]["p"] is bodies[3]["p"] and bodies[0]["l"] is bodies[3]["l"]
+    kinds = [type(b["p"]["t"]) for b in bodies] + [type(b["l"][0]) for b in bodies]
+    assert kinds == [int, float, bool, int, float, float] * 2
+    assert len({id(b["p"]) for b in bodies}) == 5  # -0.0 is no 0.0 either
+    assert str(bodies[4]["p"]["t"]) == "-0.0"
 
 
 def sequential_small(root: Path) -> source.DesiredState:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from operator import attrgetter
 from pathlib import Path
 
 from .. import defaults
@@ -30,7 +31,10 @@ class ModelFileFilter:
     """
 
     def accepts(self, path: str | os.PathLike[str]) -> bool:
-        name = os.path.basename(path)
+        return self.accepts_name(os.path.basename(path))
+
+    def accepts_name(self, name: str) -> bool:
+        """:meth:`accepts` for a bare file name."""
         if name.startswith((".", "#", "~")) or name.endswith(("~", ".swp", ".swx", ".tmp")):
             return False
         return name.endswith(SUFFIXES)
@@ -60,7 +64,7 @@ def discover(
     directory named like a model file, or one that cannot be listed, is yielded too, so the loader
     reports it instead of silently missing its models.
     """
-    return _walk(os.fspath(root), (file_filter or ModelFileFilter()).accepts, None)
+    return _walk(os.fspath(root), file_filter or ModelFileFilter(), None)
 
 
 def discover_keys(
@@ -69,17 +73,17 @@ def discover_keys(
     """:func:`discover`'s paths, each with the :func:`file_key` of what it names (links
     followed), stat-ed as found: by name in its directory, a shorter lookup than the path."""
     keys: list[Stat | None] = []
-    paths = list(_walk(os.fspath(root), (file_filter or ModelFileFilter()).accepts, keys))
+    paths = list(_walk(os.fspath(root), file_filter or ModelFileFilter(), keys))
     return paths, keys
 
 
+_NAME = attrgetter("name")
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
-def _walk(
-    top: str, accepts: Callable[[str], bool], keys: list[Stat | None] | None
-) -> Iterator[str]:
+def _walk(top: str, chosen: ModelFileFilter, keys: list[Stat | None] | None) -> Iterator[str]:
     """:func:`discover`; with ``keys``, each yielded path's key appended to it first."""
+    accepts, accepts_name = chosen.accepts, chosen.accepts_name
     try:
         st = os.stat(top)
     except OSError:
@@ -91,7 +95,7 @@ def _walk(
         current = stack.pop()
         try:
             with os.scandir(current) as it:
-                entries = sorted(it, key=lambda e: e.name)
+                entries = sorted(it, key=_NAME)
         except OSError:
             if current == top or not accepts(current):  # else yielded already, as a file
                 if keys is not None:
@@ -108,14 +112,14 @@ def _walk(
                 except OSError:
                     is_dir = False
                 if not is_dir:
-                    if accepts(name):
+                    if accepts_name(name):
                         if keys is not None:
                             keys.append(_key(name, fd) if fd is not None else _key(entry.path))
                         yield entry.path
                     continue
                 if name.startswith("."):
                     continue
-                if accepts(name):
+                if accepts_name(name):
                     if keys is not None:
                         keys.append(None)
                     yield entry.path

@@ -37,14 +37,18 @@ class Loaded(NamedTuple):
     stamp: Stamp | None = None
 
 
-def to_wire(records: Sequence[Loaded]) -> bytes:
+def to_wire(records: Sequence[Loaded], values: bool = False) -> bytes:
     """``records`` as one marshal document; pickled as they are when marshal cannot write
-    them (nested too deeply)."""
+    them (nested too deeply). ``values``: equal tables and arrays of the bodies' top level
+    held once too (:func:`share_values`), for readers that never change a body."""
     seen: dict[str, str] = {}
+    same: dict[bytes, Any] | None = {} if values else None
     try:
         for r in records:
             if r[2] is not None:
                 share_strings(r[2], seen)
+                if same is not None:
+                    share_values(r[2], same)
         rows = [(*r[:3], list(map(tuple, r[3])), list(map(tuple, r[4])), *r[5:]) for r in records]
         return b"m" + marshal.dumps(rows)
     except (RecursionError, ValueError):
@@ -82,3 +86,15 @@ def share_strings(value: dict[str, Any] | list[Any], seen: dict[str, str]) -> No
                 value[k] = seen.setdefault(v, v)  # type: ignore[index]
         elif kind is dict or kind is list:
             share_strings(v, seen)
+
+
+def share_values(body: dict[str, Any], seen: dict[bytes, Any]) -> None:
+    """Each table or array at ``body``'s top level made the first one equal to it in ``seen``,
+    in place: models of one provider name the same ``auth``, ``capabilities`` or
+    ``defaultParams``, and each is then decoded (and parsed from the parse cache) once a chunk,
+    not once a model. Only for bodies nothing writes to (the diff's: see ``plan.Desired``).
+    Equal means the same marshal bytes (types and all: ``1`` is no ``True`` nor ``1.0``)."""
+    for k, v in body.items():
+        kind = type(v)
+        if kind is dict or kind is list:
+            body[k] = seen.setdefault(marshal.dumps(v), v)
