@@ -386,6 +386,27 @@ def test_another_policy_has_its_own_cache(models: Path, tmp_path: Path) -> None:
     assert state.warnings == ()
 
 
+def test_another_validator_or_changed_code_has_its_own_cache(
+    models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pydantic
+
+    folder = tmp_path / "cache"
+    first = ParseCache(models, source.DEFAULT_POLICY, folder).key
+    monkeypatch.setattr(pydantic, "VERSION", "0.0.0")
+    assert ParseCache(models, source.DEFAULT_POLICY, folder).key != first
+    monkeypatch.undo()
+    real = cache.file_stat
+    changed = {source.placeholders.__file__}  # an editable install's module, edited
+
+    def stat(path: str) -> object:
+        st = real(path)
+        return (*st[:3], st[3] + 1, st[4]) if st and path in changed else st
+
+    monkeypatch.setattr(cache, "file_stat", stat)
+    assert ParseCache(models, source.DEFAULT_POLICY, folder).key != first
+
+
 def test_nowhere_to_write_is_no_error(models: Path, tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")

@@ -100,28 +100,24 @@ class Table(NamedTuple):
 
 
 def _code_stamp() -> str:
-    # An editable install keeps its version while its code changes: the modules whose change
-    # could change a load's answer are part of the key, by size and mtime.
-    from .. import blocks, spec
-    from . import __file__ as source_file
+    """What a load's answer depends on: the modules that read, parse, validate and lint a file,
+    by size and mtime (an editable install changes them under the same version; another
+    version is other files), with the compiled parser and validator under them."""
+    import pydantic
+    import pydantic_core._pydantic_core as validator
+    import pytomlpp._impl as parser
 
-    parts = []
-    for name in (blocks.__file__, spec.__file__, source_file, __file__):
+    from .. import blocks, positions, secrets, spec, text, units
+    from . import __file__ as source_file
+    from . import files, parse, placeholders
+
+    modules = (blocks, positions, secrets, spec, text, units, files, parse, placeholders)
+    names = [source_file, __file__, *(m.__file__ for m in modules)]
+    parts = [pydantic.VERSION]
+    for name in [*names, validator.__file__, parser.__file__]:
         st = file_stat(name or "")
         parts.append(f"{st[2]}:{st[3]}" if st else "?")
     return ",".join(parts)
-
-
-def _versions() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = []
-    for name in ("reconciler", "pydantic-core", "pytomlpp"):
-        try:
-            out.append(f"{name}={version(name)}")
-        except PackageNotFoundError:
-            out.append(f"{name}=?")
-    return ";".join(out)
 
 
 class ParseCache:
@@ -142,7 +138,6 @@ class ParseCache:
                 sys.version,  # marshal's format may change with Python's
                 os.path.abspath(root),
                 repr(policy),
-                _versions(),
                 _code_stamp(),
             ]
         )
