@@ -91,6 +91,7 @@ def _walk(top: str, chosen: ModelFileFilter, keys: list[Stat | None] | None) -> 
     seen = {(st.st_dev, st.st_ino)}
     stack = [top]
     by_fd = keys is not None and os.stat in os.supports_dir_fd
+    stat_ = os.stat
     while stack:
         current = stack.pop()
         try:
@@ -114,7 +115,11 @@ def _walk(top: str, chosen: ModelFileFilter, keys: list[Stat | None] | None) -> 
                 if not is_dir:
                     if accepts_name(name):
                         if keys is not None:
-                            keys.append(_key(name, fd) if fd is not None else _key(entry.path))
+                            try:  # by name in its directory: a shorter lookup than the path
+                                where = entry.path if fd is None else name
+                                keys.append(file_key(stat_(where, dir_fd=fd)))
+                            except (OSError, ValueError):
+                                keys.append(None)
                         yield entry.path
                     continue
                 if name.startswith("."):
@@ -144,13 +149,6 @@ def _open_dir(path: str) -> int | None:
     try:
         return os.open(path, _DIR_FLAGS)
     except OSError:
-        return None
-
-
-def _key(path: str, dir_fd: int | None = None) -> Stat | None:
-    try:
-        return file_key(os.stat(path, dir_fd=dir_fd))
-    except (OSError, ValueError):
         return None
 
 
