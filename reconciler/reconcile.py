@@ -27,8 +27,8 @@ from .plan import Desired, FieldPath, PruneOptions
 from .registry import RegistryClient
 from .registry.transport import ShardedTransport
 from .source import DesiredState, Problem
-from .source.cache import Cached, ParseCache, Stat, Table
-from .source.files import discover_keys
+from .source.cache import Cached, ParseCache, Stat, Table, file_stat
+from .source.files import Walked, discover_keys
 from .source.wire import PARALLEL_FROM, Loaded, from_wire, to_wire
 
 
@@ -256,6 +256,7 @@ class Loading:
         self._keys: list[Stat | None] = []
         self._slots: list[Loaded | None] = []
         self._todo: list[int] = []
+        self._walked: Walked | None = None
         if cache is not None:
             # Made first: its clock is read before any file is stat-ed (the racy-file rule).
             self._cache = (
@@ -298,9 +299,13 @@ class Loading:
         loader's one error is the result)."""
         paths: list[str] = []
         keys: list[Stat | None] = []
-        if self._root.is_dir():
+        listed = self._cache.listed() if self._cache is not None else None
+        if listed is not None:  # no directory changed: the same files as last time, stat-ed
+            paths, self._walked = listed
+            keys = [file_stat(p) for p in paths]
+        elif self._root.is_dir():
             if self._cache is not None:
-                paths, keys = discover_keys(self._root)
+                paths, keys, self._walked = discover_keys(self._root)
             else:
                 paths = list(source.discover(self._root))
         if not paths:  # no directory, or no model file in it
@@ -321,6 +326,7 @@ class Loading:
                 done = _whole_state(table) if table is not None else None
                 if done is not None:  # every file as the last run found it
                     self._done = done
+                    cache.save(self._paths, self._walked)  # only if the walk is new to it
                     self._cache = None
                     self._paths, self._keys, self._slots, self._todo = [], [], [], []
                     return
@@ -343,7 +349,7 @@ class Loading:
             if self._cache is not None:
                 _remember(self._cache, item, self._keys[i])
         if self._cache is not None:
-            self._cache.save(self._paths)
+            self._cache.save(self._paths, self._walked)
             self._cache = None  # its entries, as read and as written: garbage from here on
         slots = [s for s in self._slots if s is not None]
         self._done = _combine(slots, len(self._paths))

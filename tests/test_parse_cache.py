@@ -18,8 +18,9 @@ from typer.testing import CliRunner
 
 from reconciler import reconcile, source
 from reconciler.cli import app
-from reconciler.source import cache
-from reconciler.source.cache import KEEP_FILES, RACY_NS, STALE_NS, ParseCache, _chunks, cache_dir
+from reconciler.source import cache, cachefile
+from reconciler.source.cache import KEEP_FILES, RACY_NS, STALE_NS, ParseCache, cache_dir
+from reconciler.source.cachefile import chunks as _chunks
 
 MODEL = """id = "{id}"
 provider = "openai-compatible"
@@ -92,7 +93,7 @@ def test_a_cache_of_several_batches_reads_back_whole(
     models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The bodies written in batches, one after the other (never the whole in memory at once).
-    monkeypatch.setattr(cache, "BATCH", 4)
+    monkeypatch.setattr(cachefile, "BATCH", 4)
     folder = tmp_path / "cache"
     expected = load(models, folder)
     (written,) = folder.iterdir()
@@ -125,6 +126,72 @@ def test_files_as_the_last_run_found_them_are_taken_whole(
     parses = Parses(monkeypatch)
     assert load(models, folder) == expected
     assert len(looked_up) == 5 and parses.paths == []
+
+
+class Walks:
+    """Counts the walks of the directory (discovery with keys, the loader's one way to list)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        real = reconcile.discover_keys
+
+        def counting(*args: object, **kwargs: object) -> object:
+            self.count += 1
+            return real(*args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(reconcile, "discover_keys", counting)
+
+
+def test_a_tree_no_directory_of_which_changed_is_not_walked_again(
+    models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (models / "sub").mkdir()
+    write(models / "sub", "meetkai_s.toml", "meetkai:s")
+    folder = tmp_path / "cache"
+    walks = Walks(monkeypatch)
+    expected = load(models, folder)
+    assert walks.count == 1
+    assert load(models, folder) == expected
+    assert walks.count == 1  # the last run's paths, each stat-ed
+    write(models / "sub", "meetkai_t.toml", "meetkai:t")  # a file added deeper down
+    state = load(models, folder)
+    assert walks.count == 2 and "meetkai:t" in state.models
+    assert state == source.load_dir(models)
+    (models / "sub" / "meetkai_t.toml").unlink()
+    assert load(models, folder) == expected and walks.count == 3
+    assert load(models, folder) == expected and walks.count == 3
+
+
+def test_a_tree_with_a_symlink_or_a_file_not_cached_is_walked_each_time(
+    models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    os.symlink(models / "meetkai_m-0.toml", models / "notes.txt")  # its target may turn a folder
+    folder = tmp_path / "cache"
+    walks = Walks(monkeypatch)
+    load(models, folder)
+    load(models, folder)
+    assert walks.count == 2
+    (models / "notes.txt").unlink()
+    (models / "broken.toml").write_text("= not toml")  # found by the walk only, never cached
+    load(models, folder)
+    load(models, folder)
+    assert walks.count == 4
+
+
+def test_a_directory_changed_too_recently_is_walked_until_it_is_old_enough(
+    models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A directory's stat trusted as the files' are: not when it changed within RACY_NS of the
+    # run (an entry added in the same tick could leave it as it was). The next run stores it.
+    now = time.time_ns() + LATER
+    os.utime(models, ns=(now, now))
+    folder = tmp_path / "cache"
+    walks = Walks(monkeypatch)
+    expected = load(models, folder, now_ns=now)
+    assert load(models, folder, now_ns=now) == expected and walks.count == 2
+    later = now + LATER
+    assert load(models, folder, now_ns=later) == expected and walks.count == 3
+    assert load(models, folder, now_ns=later) == expected and walks.count == 3
 
 
 @pytest.mark.parametrize("change", ["added", "gone", "renamed", "duplicate"])

@@ -177,14 +177,33 @@ def test_discover_keys_stats_what_each_path_names(tmp_path: Path) -> None:
     os.mkfifo(root / "fifo.toml")
     os.symlink(".", root / "self")
 
-    paths, keys = discover_keys(root)
+    paths, keys, walked = discover_keys(root)
 
+    assert walked is None  # symlinks: their targets may change where no directory listed does
     assert paths == list(discover(root))
     assert keys == [file_stat(p) for p in paths]
     named = dict(zip((os.path.basename(p) for p in paths), keys, strict=True))
     assert named["link.toml"] == file_stat(str(tmp_path / "outside.toml")) is not None
     assert named["broken.toml"] is named["dir.toml"] is named["fifo.toml"] is None
     assert named["one.toml"] is not None
+
+
+def test_discover_keys_names_the_directories_it_listed(tmp_path: Path) -> None:
+    from reconciler.source.files import discover_keys, unchanged
+
+    root = tmp_path / "m"
+    write(root, "a/one.toml", good("one"))
+    write(root, "two.toml", good("two"))
+    (root / ".git").mkdir()
+    os.symlink("..", root / ".git" / "up")  # in a hidden folder: never walked, changes nothing
+    os.symlink("two.toml", root / ".hidden.toml")
+
+    paths, _, walked = discover_keys(root)
+
+    assert walked is not None and [w[0] for w in walked] == [str(root), str(root / "a")]
+    assert paths == list(discover(root)) and unchanged(walked)
+    write(root, "a/three.toml", good("three"))  # a file added deeper down
+    assert not unchanged(walked)
 
 
 def test_git_sync_and_configmap_layouts_still_load(tmp_path: Path) -> None:

@@ -37,19 +37,29 @@ import sys
 import tempfile
 import time
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
-from itertools import chain, repeat
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-from .files import Stat, file_key
+from .cachefile import (
+    LENGTH,
+    Cached,
+    Cached_entry,
+    Table,
+    Warning_,
+    by_file,
+    chunks,
+    columns,
+    rows,
+    table,
+)
+from .files import Stat, Walked, file_key, unchanged
 from .placeholders import LoadPolicy
 
-# 5: a CRC-32 of the payload, where BLAKE2b took 4 ms (the file is ours: no attacker's hash to
-# resist); 4: columns in discovery order; 3: marshal in batches of entries; 2: whole; 1: JSON
-FORMAT = 5
-BATCH = 500  # bodies a batch: its marshal bytes ~0.3 MB, written and read one after the other
-_LENGTH = 8  # each batch's byte count before it, little-endian
+# 6: the directories walked; 5: a CRC-32 of the payload, where BLAKE2b took 4 ms (the file is
+# ours: no attacker's hash to resist); 4: columns in discovery order; 3: marshal in batches of
+# entries; 2: whole; 1: JSON
+FORMAT = 6
 MAGIC = b"reconciler-parse-cache"
 RACY_NS = 2_000_000_000  # FAT keeps 2 s; ext4, XFS, APFS and NTFS far finer
 MAX_CACHE_BYTES = 512 << 20
@@ -58,11 +68,6 @@ STALE_NS = 30 * 86_400 * 1_000_000_000  # another directory's cache file unused 
 KEEP_FILES = 20  # cache files kept in the folder (this run's included), the most recently used
 USED_NS = 86_400 * 1_000_000_000  # a file read is marked used when its mark is older than this
 LEFTOVER_NS = 3_600 * 1_000_000_000  # a temporary file this old was left by a killed run
-
-# What a cached file loaded to: its id, API body and warnings (message, field, line, column, code).
-Warning_ = tuple[str, str | None, int | None, int | None, str | None]
-Cached = tuple[str, dict[str, Any], tuple[Warning_, ...]]
-Cached_entry = tuple[Stat, str, dict[str, Any], tuple[Warning_, ...]]  # with its key
 
 
 def cache_dir(env: Mapping[str, str] | None = None) -> Path:
@@ -82,23 +87,6 @@ def file_stat(path: str) -> Stat | None:
         return file_key(os.stat(path))
     except (OSError, ValueError):
         return None
-
-
-class Table(NamedTuple):
-    """The files the last run cached, in its discovery order, checked for shape: each one's path,
-    key, id and body; its warnings as columns (file index, message, field, line, column, code),
-    in file order."""
-
-    paths: list[str]
-    keys: list[Stat]
-    ids: list[str]
-    bodies: list[dict[str, Any]]
-    warned: list[int]
-    messages: list[str]
-    fields: list[str | None]
-    lines: list[int | None]
-    columns: list[int | None]
-    codes: list[str | None]
 
 
 def _code_stamp() -> str:
@@ -201,13 +189,13 @@ class ParseCache:
             # in half the time json takes (no text, no intermediate document). It is no format
             # for untrusted data, and needs none here: the file is ours alone (checked above)
             # and what we wrote (its CRC), and every column is checked for shape as read.
-            table = _table(_chunks(payload))
+            found = table(chunks(payload))
         except (EOFError, ValueError, TypeError):  # not what marshal writes
             return
         finally:
             payload.release()
         del blob, payload
-        self._old = table
+        self._old = found
 
     def whole(self, paths: Sequence[str], keys: Sequence[Stat | None]) -> Table | None:
         """The last run's files when ``paths`` and their ``keys`` are all the same as then, in
@@ -219,6 +207,15 @@ class ParseCache:
         self._same = True  # nothing to write
         return old
 
+    def listed(self) -> tuple[list[str], Walked] | None:
+        """The paths the last run found, and the directories it listed, when none of those has
+        changed since (a walk would find the same paths); else None."""
+        self.load()
+        old = self._old
+        if old is None or not old.walked or not unchanged(old.walked):
+            return None
+        return old.paths, old.walked
+
     def get(self, path: str, key: Stat | None) -> Cached | None:
         """What ``path`` loaded to when its stat was ``key``; None when unknown or changed."""
         if key is None:
@@ -229,7 +226,7 @@ class ParseCache:
             return None
         if self._index is None:
             self._index = dict(zip(old.paths, range(len(old.paths)), strict=True))
-            self._warnings = _by_file(old)
+            self._warnings = by_file(old)
         row = self._index.get(path)
         if row is None or old.keys[row] != key:
             return None
@@ -259,13 +256,23 @@ class ParseCache:
         self._new[path] = (key, declared_id, body, warnings)
         self._changed = True
 
-    def save(self, order: Sequence[str] | None = None) -> None:
+    def save(self, order: Sequence[str] | None = None, walked: Walked | None = None) -> None:
         """Write the entries of this run, in ``order`` (the paths as discovered: a next run
-        finding the same files in the same order takes them at once; see :meth:`whole`),
-        atomically, 0600 in a 0700 folder; never raises."""
+        finding the same files in the same order takes them at once; see :meth:`whole`), with
+        the directories ``walked`` to find them when each file is cached and no directory
+        changed too recently to trust its stat; atomically, 0600 in a 0700 folder; never
+        raises."""
+        old = self._old
+        if self._same:  # all as read: written again only for a walk it could not keep then
+            if old is None or old.walked or not self._keeps(walked, len(old.paths), order):
+                return
+            self._new = rows(old)
+            self._changed = True
         new = self._new
         paths = list(new) if order is None else [p for p in order if p in new]
-        if self._same or (not self._changed and paths == (self._old.paths if self._old else [])):
+        walked = walked if self._keeps(walked, len(paths), order) else []
+        same_walk = walked == (old.walked if old else [])
+        if not self._changed and paths == (old.paths if old else []) and same_walk:
             return
         try:
             self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -279,8 +286,8 @@ class ParseCache:
                     # written would be the peak of a first diff. The head, with the digest, last.
                     f.write(self._head(b"0" * 8))
                     crc = 0
-                    for part in _columns(paths, new):
-                        length = len(part).to_bytes(_LENGTH, "little")
+                    for part in columns(paths, new, walked or []):
+                        length = len(part).to_bytes(LENGTH, "little")
                         crc = zlib.crc32(part, zlib.crc32(length, crc))
                         f.write(length)
                         f.write(part)
@@ -295,6 +302,13 @@ class ParseCache:
         except (OSError, TypeError, ValueError):
             return  # read-only, full, not ours: the run does not need the cache
         self._prune()
+
+    def _keeps(self, walked: Walked | None, cached: int, order: Sequence[str] | None) -> bool:
+        """Whether a walk may be stored: it found only files that are cached, and no directory
+        it listed changed within :data:`RACY_NS` of this run (the racy-file rule)."""
+        if not walked or order is None or cached != len(order):
+            return False
+        return all(max(d[3], d[4]) <= self.started_ns - RACY_NS for d in walked)
 
     def _head(self, digest: bytes) -> bytes:
         return b"%s %d %s %s\n" % (MAGIC, FORMAT, self.key.encode(), digest)
@@ -335,86 +349,6 @@ class _quiet:
 
     def __exit__(self, *exc: object) -> bool:
         return True
-
-
-def _columns(paths: list[str], new: Mapping[str, Cached_entry]) -> Iterator[bytes]:
-    """The marshal chunks of a cache file: the index (paths, keys, ids and the warnings'
-    columns), then the bodies in batches."""
-    rows = [new[p] for p in paths]
-    warned: list[int] = []
-    columns: list[list[Any]] = [[], [], [], [], []]
-    for i, row in enumerate(rows):
-        for w in row[3]:
-            warned.append(i)
-            for column, value in zip(columns, w, strict=True):
-                column.append(value)
-    ids = [r[1] for r in rows]
-    yield marshal.dumps((paths, [r[0] for r in rows], ids, warned, *columns))
-    for i in range(0, len(rows), BATCH):
-        yield marshal.dumps([r[2] for r in rows[i : i + BATCH]])
-
-
-def _chunks(payload: memoryview) -> list[Any]:
-    """The objects of a payload of marshal chunks, each after its length; ValueError for a
-    payload of another shape."""
-    out = []
-    at, end = 0, len(payload)
-    while at < end:
-        size = int.from_bytes(payload[at : at + _LENGTH], "little")
-        at += _LENGTH
-        if size <= 0 or at + size > end:
-            raise ValueError("not a cache payload")
-        out.append(marshal.loads(payload[at : at + size]))
-        at += size
-    return out
-
-
-def _only(values: Any, *kinds: type) -> bool:
-    """Whether every item of ``values`` is exactly of one of ``kinds`` (a bool is no int)."""
-    return set(map(type, values)) <= set(kinds)
-
-
-_NONE = type(None)
-
-
-def _table(chunks: list[Any]) -> Table | None:
-    """The chunks as a :class:`Table` if every column has the shape written; else None. Checked
-    column by column, each in one pass in C, so a cache of 10,000 files is checked in a few ms."""
-    if not chunks or type(chunks[0]) is not tuple or len(chunks[0]) != 9:
-        return None
-    index = chunks[0]
-    if not _only(index, list) or not _only(chunks[1:], list):
-        return None
-    paths, keys, ids, warned, messages, fields, lines, columns, codes = index
-    bodies = list(chain.from_iterable(chunks[1:]))
-    n = len(paths)
-    if len(keys) != n or len(ids) != n or len(bodies) != n:
-        return None
-    if not (_only(paths, str) and _only(ids, str) and _only(bodies, dict) and _only(keys, tuple)):
-        return None
-    if not (set(map(len, keys)) <= {5} and _only(chain.from_iterable(keys), int)):
-        return None
-    if list(map(dict.get, bodies, repeat("id"))) != ids:
-        return None  # a body naming another id than its file did
-    m = len(warned)
-    if any(len(c) != m for c in (messages, fields, lines, columns, codes)):
-        return None
-    if not (_only(warned, int) and _only(messages, str) and _only(fields, str, _NONE)):
-        return None
-    if not (_only(lines, int, _NONE) and _only(columns, int, _NONE) and _only(codes, str, _NONE)):
-        return None
-    if warned and (warned[0] < 0 or warned[-1] >= n or warned != sorted(warned)):
-        return None
-    return Table(paths, keys, ids, bodies, warned, messages, fields, lines, columns, codes)
-
-
-def _by_file(table: Table) -> dict[int, tuple[Warning_, ...]]:
-    """Each warned row's warnings."""
-    out: dict[int, list[Warning_]] = {}
-    rows = zip(table.messages, table.fields, table.lines, table.columns, table.codes, strict=True)
-    for i, w in zip(table.warned, rows, strict=True):
-        out.setdefault(i, []).append(w)
-    return {i: tuple(ws) for i, ws in out.items()}
 
 
 def _trusted(st: os.stat_result, folder: bool = False) -> bool:

@@ -67,37 +67,68 @@ def discover(
     return _walk(os.fspath(root), file_filter or ModelFileFilter(), None)
 
 
+Walked = list[tuple[str, int, int, int, int]]  # each directory listed: path, dev, ino, m/ctime
+
+
 def discover_keys(
     root: str | os.PathLike[str], file_filter: ModelFileFilter | None = None
-) -> tuple[list[str], list[Stat | None]]:
+) -> tuple[list[str], list[Stat | None], Walked | None]:
     """:func:`discover`'s paths, each with the :func:`file_key` of what it names (links
-    followed), stat-ed as found: by name in its directory, a shorter lookup than the path."""
+    followed), stat-ed as found: by name in its directory, a shorter lookup than the path. And
+    the directories listed, each with its stat from before it was: while none of them changes,
+    a walk finds the same paths (see :func:`unchanged`). None when the walk met a symlink (its
+    target may change with no directory listed changing) or a directory it could not list."""
     keys: list[Stat | None] = []
-    paths = list(_walk(os.fspath(root), file_filter or ModelFileFilter(), keys))
-    return paths, keys
+    walked: list[tuple[str, int, int, int, int] | None] = []
+    paths = list(_walk(os.fspath(root), file_filter or ModelFileFilter(), keys, walked))
+    return paths, keys, (None if None in walked else walked)  # type: ignore[return-value]
+
+
+def unchanged(walked: Walked) -> bool:
+    """Whether every directory of ``walked`` is, by a stat of its path (links followed), the
+    same directory, not changed since (git's untracked cache reasons the same way): no entry
+    added, removed, renamed or replaced, so a walk would find the same paths."""
+    try:
+        for path, *key in walked:
+            st = os.stat(path)
+            if (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns) != tuple(key):
+                return False
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 _NAME = attrgetter("name")
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
-def _walk(top: str, chosen: ModelFileFilter, keys: list[Stat | None] | None) -> Iterator[str]:
-    """:func:`discover`; with ``keys``, each yielded path's key appended to it first."""
+def _walk(
+    top: str,
+    chosen: ModelFileFilter,
+    keys: list[Stat | None] | None,
+    walked: list[tuple[str, int, int, int, int] | None] | None = None,
+) -> Iterator[str]:
+    """:func:`discover`; with ``keys``, each yielded path's key appended to it first; with
+    ``walked``, each directory listed (None added for a symlink or a directory not listed)."""
     accepts, accepts_name = chosen.accepts, chosen.accepts_name
     try:
         st = os.stat(top)
     except OSError:
         return
     seen = {(st.st_dev, st.st_ino)}
-    stack = [top]
+    stack = [(top, st)]
     by_fd = keys is not None and os.stat in os.supports_dir_fd
     stat_ = os.stat
     while stack:
-        current = stack.pop()
+        current, st = stack.pop()
+        if walked is not None:  # its stat from before the listing: a change after shows
+            walked.append((current, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns))
         try:
             with os.scandir(current) as it:
                 entries = sorted(it, key=_NAME)
         except OSError:
+            if walked is not None:
+                walked.append(None)
             if current == top or not accepts(current):  # else yielded already, as a file
                 if keys is not None:
                     keys.append(None)
@@ -105,9 +136,11 @@ def _walk(top: str, chosen: ModelFileFilter, keys: list[Stat | None] | None) -> 
             continue
         fd = _open_dir(current) if by_fd else None
         try:
-            subdirs: list[str] = []
+            subdirs: list[tuple[str, os.stat_result]] = []
             for entry in entries:
                 name = entry.name
+                if walked is not None and entry.is_symlink() and not name.startswith("."):
+                    walked.append(None)  # hidden ones are skipped, whatever they point to
                 try:
                     is_dir = entry.is_dir()  # follows a symlink
                 except OSError:
@@ -138,7 +171,7 @@ def _walk(top: str, chosen: ModelFileFilter, keys: list[Stat | None] | None) -> 
                 key = (dst.st_dev, dst.st_ino)
                 if key not in seen:
                     seen.add(key)
-                    subdirs.append(entry.path)
+                    subdirs.append((entry.path, dst))
         finally:
             if fd is not None:
                 os.close(fd)
