@@ -234,7 +234,8 @@ class Loading:
     them, so the wait for the registry's answer is not idle. With ``cache`` (a folder, see
     :mod:`reconciler.source.cache`), files unchanged since the last run come from the parse
     cache; once a cache exists for the directory, most files are expected from it and a
-    thread does the rest."""
+    thread does the rest (every file as the last run found it: the cache's columns taken
+    whole, see :func:`_whole_state`)."""
 
     def __init__(
         self,

@@ -8,7 +8,9 @@ Safe by construction rather than by care at each use:
 
 - **Edits within one timestamp tick** (git's "racy" files): a file whose mtime or ctime is not
   at least :data:`RACY_NS` older than the moment it was stat-ed is not stored, so a second write
-  in the same tick as the read can never hide behind an unchanged stat.
+  in the same tick as the read can never hide behind an unchanged stat. The directories a walk
+  listed, kept so that a run finding none of them changed need not walk again, follow the same
+  rule, and are kept only for a tree without symlinks whose every file is cached.
 - **Secrets**: a file whose load put in a ``${VARIABLE}`` (any field it filled), or that spells a
   credential out (``auth.value``, header values), is never stored: the cache file holds nothing
   that the model files do not hold in plain sight, and no value from the environment. It is
@@ -16,7 +18,7 @@ Safe by construction rather than by care at each use:
 - **Only valid files**: a file with an error, or a warning that depends on the clock
   (``created`` in the future), is loaded afresh each time.
 - **A bad cache file** (truncated, edited, another version, another policy, not the user's, group-
-  or world-writable) is ignored as a whole, and every entry is checked for shape before use:
+  or world-writable) is ignored as a whole, and every column is checked for shape as read:
   the worst it can do is cost a parse.
 - **Nowhere to write** (a read-only filesystem, no home): the run goes on without it.
 
