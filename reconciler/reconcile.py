@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import multiprocessing as mp
+import operator
 import os
 import signal
 import threading
@@ -217,9 +218,13 @@ def _whole_state(table: Table) -> DesiredState | None:
     return DesiredState(models, (), warnings, {}, n)
 
 
+_CACHED = operator.itemgetter(1, 2, 3, 5, 6)  # a Problem's message, field, line, column, code
+
+
 def _remember(cache: ParseCache, loaded: Loaded, key: Stat | None) -> None:
-    warnings = tuple((w.message, w.field, w.line, w.column, w.code) for w in loaded.warnings)
-    codes = tuple(w.code for w in loaded.warnings)
+    found = loaded.warnings
+    warnings = tuple(map(_CACHED, found)) if found else ()
+    codes = tuple(w.code for w in found) if found else ()
     clean = not loaded.errors and not loaded.sensitive
     body = loaded.body if clean else None
     cache.put(loaded.path, key, loaded.declared_id, body, warnings, codes, bool(loaded.sensitive))

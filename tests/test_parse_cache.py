@@ -273,6 +273,11 @@ def test_placeholders_and_inline_secrets_never_reach_the_cache(
     for name, auth in [
         ("meetkai_env.toml", 'auth = { type = "api-key", value = "${UPSTREAM_TOKEN}" }'),
         ("meetkai_inline.toml", 'auth = { type = "api-key", value = "inline-s3cr3t-value" }'),
+        (
+            "meetkai_composite.toml",
+            'auth = { type = "composite", strategies = [{ type = "none" }, '
+            '{ type = "custom-headers", headers = { X-Key = "hdr-s3cr3t" } }] }',
+        ),
     ]:
         text = MODEL.format(id=f"meetkai:{name[8:-5]}", window=1).replace(
             'auth = { type = "none" }', auth
@@ -281,12 +286,17 @@ def test_placeholders_and_inline_secrets_never_reach_the_cache(
     folder = tmp_path / "cache"
     first = load(models, folder)
     assert first.models["meetkai:env"].body["auth"]["value"] == "s3cr3t-from-the-environment"
+    assert "meetkai:composite" in first.models  # valid: kept out for its header value alone
     blob = b"".join(p.read_bytes() for p in folder.iterdir())
     assert b"meetkai:m-0" in blob  # the others are cached
     assert b"s3cr3t" not in blob
     parses = Parses(monkeypatch)
     load(models, folder)
-    assert sorted(parses.paths) == ["meetkai_env.toml", "meetkai_inline.toml"]
+    assert sorted(parses.paths) == [
+        "meetkai_composite.toml",
+        "meetkai_env.toml",
+        "meetkai_inline.toml",
+    ]
 
 
 def test_files_with_errors_are_not_cached(

@@ -368,5 +368,9 @@ def _holds_secret(body: Mapping[str, Any]) -> bool:
     auth = body.get("auth")
     if not isinstance(auth, dict):
         return False
-    blocks = [auth, *(s for s in auth.get("strategies") or () if isinstance(s, dict))]
-    return any(b.get("value") is not None or b.get("headers") for b in blocks)
+    if auth.get("value") is not None or auth.get("headers"):
+        return True
+    strategies = auth.get("strategies")  # once a file: no generator unless there are some
+    return bool(strategies) and any(
+        isinstance(s, dict) and (s.get("value") is not None or s.get("headers")) for s in strategies
+    )
