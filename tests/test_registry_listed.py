@@ -254,6 +254,8 @@ def test_a_connection_lost_mid_answer_is_tried_again() -> None:
         (b'{"data": {"id": "a"}}', "unexpected answer to list: no data array"),
         (b"", "unexpected answer to list: no data array"),
         (b'{"data": [{"id": "a"}, {"id": 1}]}', "unexpected answer to list: not a registry entry"),
+        (b'{"data": [{"id": ["a"]}]}', "unexpected answer to list: not a registry entry"),
+        (b'{"data": [{"id": {"a": 1}}]}', "unexpected answer to list: not a registry entry"),
         (
             b'{"data": [{"id": "a", "health": {"is_available": "maybe"}}]}',
             "unexpected answer to list: not a registry entry",

@@ -305,9 +305,11 @@ class Entries:
 
     def _lighten(self, item: dict[str, Any]) -> None:
         key, definition = item.get("id"), item.get("definition")
-        if key in self.held:  # listed twice: the last entry is the one compared
+        if type(key) is not str:  # not hashed: a list or an object is refused by validation
+            key = None
+        elif key in self.held:  # listed twice: the last entry is the one compared
             del self.held[key]
-        body = self._bodies.get(key) if type(key) is str else None
+        body = self._bodies.get(key) if key is not None else None
         if type(body) is not dict:
             body = None
         if type(definition) is dict:
