@@ -225,6 +225,20 @@ def test_key_never_in_repr_or_error_messages() -> None:
     assert "(redacted)" in str(info.value)
 
 
+@pytest.mark.parametrize("streamed", [False, True])
+def test_key_never_in_a_not_json_answer_quoted_back(streamed: bool) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        # A proxy's debug page, 200 and not JSON, showing the request's headers.
+        return httpx.Response(200, text=f"<pre>{request.headers['authorization']}</pre>")
+
+    c = client(handler)
+    if streamed:
+        c.share = dict  # the list decoded as it arrives (diff, sync, the daemon)
+    with pytest.raises(RegistryError, match="not JSON") as info:
+        run(call(c, "list"))
+    assert KEY not in str(info.value) and "(redacted)" in str(info.value)
+
+
 @pytest.mark.parametrize("url", ["localhost:8080", "ftp://host", "http://", "http://h?x=1", ""])
 def test_bad_base_url_is_a_clear_error_at_construction(url: str) -> None:
     with pytest.raises(RegistryError, match="bad registry URL"):

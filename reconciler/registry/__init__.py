@@ -227,7 +227,7 @@ class RegistryClient:
                 decoder.feed(chunk)
             body = decoder.close()
         except (ValueError, RecursionError):
-            shown = one_line(decoder.prefix, 80)
+            shown = one_line(self._redact(decoder.prefix), 80)  # an echoed key: cut out
             raise RegistryError(
                 f"unexpected answer to list: not JSON ({shown!r})", response.status_code
             ) from None
@@ -421,9 +421,9 @@ class RegistryClient:
         try:
             return response.json()
         except ValueError:
+            shown = one_line(self._redact(response.text), 80)  # an echoed key: cut out
             raise RegistryError(
-                f"unexpected answer to {what}: not JSON ({one_line(response.text, 80)!r})",
-                response.status_code,
+                f"unexpected answer to {what}: not JSON ({shown!r})", response.status_code
             ) from None
 
     def _status_error(self, response: httpx.Response, what: str, write: bool) -> RegistryError:
