@@ -331,10 +331,8 @@ class Loading:
                 table = cache.whole(self._paths, self._keys)
                 done = _whole_state(table) if table is not None else None
                 if done is not None:  # every file as the last run found it
-                    self._done = done
                     cache.save(self._paths, self._walked)  # only if the walk is new to it
-                    self._cache = None
-                    self._paths, self._keys, self._slots, self._todo = [], [], [], []
+                    self._settle(done)
                     return
                 todo = []
                 for i, path in enumerate(self._paths):
@@ -356,10 +354,14 @@ class Loading:
                 _remember(self._cache, item, self._keys[i])
         if self._cache is not None:
             self._cache.save(self._paths, self._walked)
-            self._cache = None  # its entries, as read and as written: garbage from here on
         slots = [s for s in self._slots if s is not None]
-        self._done = _combine(slots, len(self._paths))
-        # The stats: 2 MB at 10,000 files.
+        self._settle(_combine(slots, len(self._paths)))
+
+    def _settle(self, done: DesiredState) -> None:
+        self._done = done
+        # The cache's entries as read and written, and the stats (2 MB at 10,000 files):
+        # garbage from here on.
+        self._cache = None
         self._paths, self._slots, self._keys, self._todo = [], [], [], []
 
     def start(self) -> None:
@@ -383,8 +385,8 @@ class Loading:
                 loaded: list[Loaded] = []
                 self._futures.reverse()
                 while self._futures:
-                    # Each worker's result (its JSON) let go once decoded, before the next one's
-                    # is: a future holds its result as long as it is held.
+                    # Each worker's result (its marshal bytes) let go once decoded, before the
+                    # next one's is: a future holds its result as long as it is held.
                     loaded += _unwire(self._futures.pop().result())
                 self._fill(loaded)
             except BaseException as exc:

@@ -26,3 +26,18 @@ def minimal(model_id: str = "meetkai:min", **fields: Any) -> dict[str, Any]:
 def item(model_id: str) -> str:
     """The API path of one entry, its id percent-encoded as one segment."""
     return f"{API}/{quote(model_id, safe='')}"
+
+
+def listed_entry(model_id: str = "meetkai:x", **definition: Any) -> dict[str, Any]:
+    """One entry of the list answer as the registry writes it; ``definition`` adds fields."""
+    return {
+        "id": model_id,
+        "provider": "openai",
+        "model_id": "gpt",
+        "source": "database",
+        "immutable": False,
+        "definition": {"id": model_id, **definition, "source": "database", "immutable": False},
+        "health": {"is_available": None, "last_health_check": None, "error": None},
+        "created_at": 1,
+        "updated_at": 2,
+    }

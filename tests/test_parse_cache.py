@@ -400,12 +400,17 @@ def test_a_well_formed_but_wrong_entry_is_ignored(
     assert index[3] == [5]  # other-name.toml's naming warning
     edit(index, bodies)  # type: ignore[operator]
     payload = _batch(index) + _batch(bodies)
-    digest = b"%08x" % zlib.crc32(payload)
-    written.write_bytes(head.rsplit(b" ", 1)[0] + b" " + digest + b"\n" + payload)
+    _checksummed(written, head, payload)
     cached = ParseCache(models, source.DEFAULT_POLICY, folder)
     cached.load()
     assert cached._old is None
     assert load(models, folder) == expected
+
+
+def _checksummed(written: Path, head: bytes, payload: bytes) -> None:
+    """``written`` holding ``payload`` under ``head`` with the payload's own checksum."""
+    digest = b"%08x" % zlib.crc32(payload)
+    written.write_bytes(head.rsplit(b" ", 1)[0] + b" " + digest + b"\n" + payload)
 
 
 def _batch(part: object) -> bytes:
@@ -434,8 +439,7 @@ def test_a_checksummed_payload_that_is_no_cache_is_ignored(
     expected = load(models, folder)
     (written,) = folder.iterdir()
     head = written.read_bytes().split(b"\n", 1)[0]
-    digest = b"%08x" % zlib.crc32(payload)
-    written.write_bytes(head.rsplit(b" ", 1)[0] + b" " + digest + b"\n" + payload)
+    _checksummed(written, head, payload)
     assert load(models, folder) == expected
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from helpers import listed_entry as entry
 
 from reconciler.registry import (
     API_PREFIX,
@@ -76,20 +77,6 @@ def client(
         clock=fake.clock,
         **kwargs,
     )
-
-
-def entry(model_id: str = "meetkai:x") -> dict[str, Any]:
-    return {
-        "id": model_id,
-        "provider": "openai",
-        "model_id": "gpt",
-        "source": "database",
-        "immutable": False,
-        "definition": {"id": model_id, "source": "database", "immutable": False},
-        "health": {"is_available": None, "last_health_check": None, "error": None},
-        "created_at": 1,
-        "updated_at": 2,
-    }
 
 
 async def call(c: RegistryClient, name: str, *args: Any) -> Any:

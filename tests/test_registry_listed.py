@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from helpers import listed_entry as item
 
 from reconciler.plan import Action, Desired, make_plan
 from reconciler.registry import RegistryClient, RegistryError, RetryPolicy
@@ -88,20 +89,6 @@ def test_not_utf_8_is_refused_and_an_empty_answer_is_no_document() -> None:
 # --- through the client -----------------------------------------------------------------------
 
 BASE = "http://registry.test"
-
-
-def item(model_id: str, **definition: Any) -> dict[str, Any]:
-    return {
-        "id": model_id,
-        "provider": "openai",
-        "model_id": "gpt",
-        "source": "database",
-        "immutable": False,
-        "definition": {"id": model_id, **definition, "source": "database", "immutable": False},
-        "health": {"is_available": None, "last_health_check": None, "error": None},
-        "created_at": 1,
-        "updated_at": 2,
-    }
 
 
 def chunked(data: bytes, size: int, fail_after: int | None = None) -> AsyncIterator[bytes]:
